@@ -1,0 +1,513 @@
+//! Validation: raw structs → [`Config`], collecting every error (not just the
+//! first) and the warnings. Cross-references are resolved here, with a "did
+//! you mean" hint for misspelled names.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::path::Path;
+
+use toml::Spanned;
+
+use crate::diag::{Diagnostic, Severity};
+use crate::model::*;
+use crate::raw::*;
+use crate::Loaded;
+
+struct Ctx<'a> {
+    src: &'a str,
+    file: &'a str,
+    diags: Vec<Diagnostic>,
+}
+
+pub(crate) fn validate(
+    raw: RawConfig,
+    src: &str,
+    file: &str,
+    base: &Path,
+) -> Result<Loaded, Vec<Diagnostic>> {
+    let mut cx = Ctx {
+        src,
+        file,
+        diags: Vec::new(),
+    };
+
+    let admin = raw.admin.and_then(|a| cx.admin(a));
+    let access_log = raw
+        .access_log
+        .map_or(AccessLogTarget::Stdout, |a| access_log(a, base));
+    let gateway = cx.gateway(raw.gateway);
+    let listeners = cx.listeners(&raw.listener);
+    let upstreams = cx.upstreams(&raw.upstream);
+    let routes = cx.routes(&raw.route, &listeners, &upstreams);
+    cx.unused_upstreams(&raw.upstream, &routes);
+    let error_pages = cx.error_pages(&raw.error_pages, base);
+
+    if cx.diags.iter().any(Diagnostic::is_error) {
+        cx.diags.sort_by_key(|d| (d.severity != Severity::Error, d.line, d.column));
+        return Err(cx.diags);
+    }
+    let config = Config {
+        admin,
+        access_log,
+        gateway,
+        listeners,
+        routes,
+        upstreams,
+        error_pages,
+    };
+    Ok(Loaded {
+        config,
+        warnings: cx.diags,
+    })
+}
+
+fn access_log(raw: RawAccessLog, base: &Path) -> AccessLogTarget {
+    match raw.target.get_ref().as_str() {
+        "stdout" => AccessLogTarget::Stdout,
+        "off" => AccessLogTarget::Off,
+        path => AccessLogTarget::File(base.join(path)),
+    }
+}
+
+// === impl Ctx ===
+
+impl Ctx<'_> {
+    fn push(&mut self, sev: Severity, span: Range<usize>, msg: String, hint: Option<String>) {
+        let d = Diagnostic::at(sev, self.file, self.src, span, msg, hint);
+        self.diags.push(d);
+    }
+
+    fn error(&mut self, span: Range<usize>, msg: String, hint: Option<String>) {
+        self.push(Severity::Error, span, msg, hint);
+    }
+
+    fn warn(&mut self, span: Range<usize>, msg: String, hint: Option<String>) {
+        self.push(Severity::Warning, span, msg, hint);
+    }
+
+    fn socket_addr(&mut self, what: &str, s: &Spanned<String>) -> Option<SocketAddr> {
+        match s.get_ref().parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                self.error(
+                    s.span(),
+                    format!(
+                        "{what} `{}` is not a socket address; expected `ip:port`, e.g. \"127.0.0.1:8080\" or \"[::1]:8080\"",
+                        s.get_ref()
+                    ),
+                    None,
+                );
+                None
+            }
+        }
+    }
+
+    fn admin(&mut self, raw: RawAdmin) -> Option<AdminConfig> {
+        let listen = self.socket_addr("admin listen address", &raw.listen)?;
+        if !listen.ip().is_loopback() && raw.token.as_deref().unwrap_or("").is_empty() {
+            self.error(
+                raw.listen.span(),
+                format!("admin listener `{listen}` is not on loopback but has no `token`"),
+                Some("bind it to 127.0.0.1 or set `token` in [admin]: the admin API must never be open".into()),
+            );
+            return None;
+        }
+        Some(AdminConfig {
+            listen,
+            token: raw.token,
+        })
+    }
+
+    fn gateway(&mut self, raw: Option<RawGateway>) -> GatewayConfig {
+        let mut cfg = GatewayConfig {
+            name: DEFAULT_NAME.to_owned(),
+            trusted_proxies: Vec::new(),
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            expose_upstream_addresses: false,
+        };
+        let Some(raw) = raw else { return cfg };
+        for p in &raw.trusted_proxies {
+            let s = p.get_ref();
+            let net = s
+                .parse::<IpNet>()
+                .ok()
+                .or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from));
+            match net {
+                Some(net) => cfg.trusted_proxies.push(net.trunc()),
+                None => self.error(
+                    p.span(),
+                    format!("trusted proxy `{s}` is not an IP address or CIDR block"),
+                    Some("write e.g. \"10.0.0.0/8\", \"192.168.1.7\" or \"::1\"".into()),
+                ),
+            }
+        }
+        if let Some(d) = raw.drain_timeout {
+            cfg.drain_timeout = d.0;
+        }
+        if let Some(e) = raw.expose_upstream_addresses {
+            cfg.expose_upstream_addresses = e;
+        }
+        if let Some(name) = raw.name {
+            let ok = !name.get_ref().is_empty()
+                && name
+                    .get_ref()
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
+            if ok {
+                cfg.name = name.get_ref().clone();
+            } else {
+                self.error(
+                    name.span(),
+                    format!("gateway name `{}` must be a token", name.get_ref()),
+                    Some("use letters, digits, '-', '.' and '_' only (it goes into Via and Proxy-Status)".into()),
+                );
+            }
+        }
+        cfg
+    }
+
+    fn listeners(&mut self, raw: &[Spanned<RawListener>]) -> Vec<ListenerConfig> {
+        if raw.is_empty() {
+            self.error(
+                0..0,
+                "no listener is defined; expected at least one [[listener]] table".into(),
+                Some("add:\n  [[listener]]\n  name = \"public\"\n  listen = \"127.0.0.1:8080\"".into()),
+            );
+        }
+        let mut names = HashMap::new();
+        let mut addrs = HashMap::new();
+        let mut out = Vec::new();
+        for (i, l) in raw.iter().enumerate() {
+            let l = l.get_ref();
+            let name = l.name.get_ref();
+            if let Some(prev) = names.insert(name.clone(), i + 1) {
+                self.error(
+                    l.name.span(),
+                    format!("listener name `{name}` is already used by listener {prev}"),
+                    Some("give each listener a unique name".into()),
+                );
+            }
+            let Some(listen) = self.socket_addr("listen address", &l.listen) else {
+                continue;
+            };
+            if let Some(prev) = addrs.insert(listen, i + 1) {
+                self.error(
+                    l.listen.span(),
+                    format!("listen address `{listen}` is already used by listener {prev}"),
+                    None,
+                );
+            }
+            out.push(ListenerConfig {
+                name: name.clone(),
+                listen,
+                client_header_timeout: l
+                    .client_header_timeout
+                    .map_or(DEFAULT_CLIENT_HEADER_TIMEOUT, |d| d.0),
+                keepalive_timeout: l
+                    .keepalive_timeout
+                    .map_or(DEFAULT_KEEPALIVE_TIMEOUT, |d| d.0),
+            });
+        }
+        out
+    }
+
+    fn upstreams(
+        &mut self,
+        raw: &std::collections::BTreeMap<Spanned<String>, Spanned<RawUpstream>>,
+    ) -> Vec<UpstreamConfig> {
+        let mut out = Vec::new();
+        for (name, u) in raw {
+            let u = u.get_ref();
+            let mut servers = Vec::new();
+            let mut seen = HashSet::new();
+            for s in u.servers.get_ref() {
+                match parse_server(s.get_ref()) {
+                    Ok(addr) => {
+                        if !seen.insert(addr.clone()) {
+                            self.error(
+                                s.span(),
+                                format!("server `{addr}` is listed twice in upstream `{}`", name.get_ref()),
+                                Some("use a weight instead of listing a server twice (issue #3)".into()),
+                            );
+                        }
+                        servers.push(addr);
+                    }
+                    Err(why) => self.error(
+                        s.span(),
+                        format!("server `{}` in upstream `{}` {why}", s.get_ref(), name.get_ref()),
+                        Some("write `host:port`, e.g. \"127.0.0.1:9001\", \"app.internal:80\" or \"[::1]:9001\"".into()),
+                    ),
+                }
+            }
+            if u.servers.get_ref().is_empty() {
+                self.warn(
+                    u.servers.span(),
+                    format!("upstream `{}` has no servers: every request routed to it gets 503 no_server_available", name.get_ref()),
+                    None,
+                );
+            }
+            let connect_timeout = self.timeout(&u.connect_timeout, "connect_timeout", DEFAULT_CONNECT_TIMEOUT);
+            let response_timeout = self.timeout(&u.response_timeout, "response_timeout", DEFAULT_RESPONSE_TIMEOUT);
+            let body_idle_timeout = self.timeout(&u.body_idle_timeout, "body_idle_timeout", DEFAULT_BODY_IDLE_TIMEOUT);
+            let max_response_header_size = match &u.max_response_header_size {
+                None => DEFAULT_MAX_RESPONSE_HEADER_SIZE,
+                Some(v) if (8192..=1 << 24).contains(v.get_ref()) => *v.get_ref(),
+                Some(v) => {
+                    self.error(
+                        v.span(),
+                        format!("max_response_header_size = {} is out of range; expected 8192 to 16777216 bytes", v.get_ref()),
+                        None,
+                    );
+                    DEFAULT_MAX_RESPONSE_HEADER_SIZE
+                }
+            };
+            out.push(UpstreamConfig {
+                name: name.get_ref().clone(),
+                servers,
+                connect_timeout,
+                response_timeout,
+                body_idle_timeout,
+                pool_idle_timeout: u.pool_idle_timeout.map_or(DEFAULT_POOL_IDLE_TIMEOUT, |d| d.0),
+                pool_max_idle: u.pool_max_idle.unwrap_or(DEFAULT_POOL_MAX_IDLE),
+                max_response_header_size,
+                head_hold: u.head_hold.map_or(DEFAULT_HEAD_HOLD, |d| d.0),
+            });
+        }
+        out
+    }
+
+    fn timeout(
+        &mut self,
+        raw: &Option<Spanned<crate::Duration>>,
+        key: &str,
+        default: std::time::Duration,
+    ) -> std::time::Duration {
+        match raw {
+            None => default,
+            Some(d) if d.get_ref().0.is_zero() => {
+                self.error(
+                    d.span(),
+                    format!("{key} must be greater than zero"),
+                    Some(format!("remove it to use the default ({default:?})")),
+                );
+                default
+            }
+            Some(d) => d.get_ref().0,
+        }
+    }
+
+    fn routes(
+        &mut self,
+        raw: &[Spanned<RawRoute>],
+        listeners: &[ListenerConfig],
+        upstreams: &[UpstreamConfig],
+    ) -> Vec<RouteConfig> {
+        let mut out = Vec::new();
+        for (i, r) in raw.iter().enumerate() {
+            let n = i + 1;
+            let r = r.get_ref();
+            let upstream = self.resolve(
+                &r.upstream,
+                "upstream",
+                n,
+                upstreams.iter().map(|u| u.name.as_str()),
+            );
+            let listener = match &r.listener {
+                None => Some(None),
+                Some(l) => self
+                    .resolve(l, "listener", n, listeners.iter().map(|l| l.name.as_str()))
+                    .map(Some),
+            };
+            let host = match &r.host {
+                None => Some(HostMatch::Any),
+                Some(h) => match parse_host_match(h.get_ref()) {
+                    Ok(m) => Some(m),
+                    Err(why) => {
+                        self.error(h.span(), format!("host `{}` of route {n} {why}", h.get_ref()), Some("write an exact host (\"api.example.com\") or a wildcard (\"*.example.com\"), without port".into()));
+                        None
+                    }
+                },
+            };
+            let path_prefix = match &r.path_prefix {
+                None => Some("/".to_owned()),
+                Some(p) if p.get_ref().starts_with('/') && !p.get_ref().contains(['?', '#']) => {
+                    Some(p.get_ref().clone())
+                }
+                Some(p) => {
+                    self.error(
+                        p.span(),
+                        format!("path_prefix `{}` of route {n} must start with '/' and hold no '?' or '#'", p.get_ref()),
+                        None,
+                    );
+                    None
+                }
+            };
+            let name = r
+                .name
+                .as_ref()
+                .map_or_else(|| format!("route{n}"), |s| s.get_ref().clone());
+            if let (Some(upstream), Some(listener), Some(host), Some(path_prefix)) =
+                (upstream, listener, host, path_prefix)
+            {
+                out.push(RouteConfig {
+                    name,
+                    host,
+                    path_prefix,
+                    listener,
+                    upstream,
+                });
+            }
+        }
+        if raw.is_empty() {
+            self.warn(
+                0..0,
+                "no route is defined: every request gets 404 no_route".into(),
+                Some("add a [[route]] with `path_prefix` and `upstream`".into()),
+            );
+        }
+        out
+    }
+
+    /// Resolves a name reference to an index, or reports it with a hint.
+    fn resolve<'n>(
+        &mut self,
+        name: &Spanned<String>,
+        kind: &str,
+        route: usize,
+        names: impl Iterator<Item = &'n str> + Clone,
+    ) -> Option<usize> {
+        let wanted = name.get_ref();
+        if let Some(i) = names.clone().position(|n| n == wanted) {
+            return Some(i);
+        }
+        let best = names
+            .clone()
+            .map(|n| (strsim::levenshtein(n, wanted), n))
+            .filter(|(d, n)| *d <= 2.max(n.len() / 3))
+            .min_by_key(|(d, _)| *d);
+        let hint = match best {
+            Some((_, n)) => Some(format!("did you mean `{n}`?")),
+            None => {
+                let all: Vec<_> = names.map(|n| format!("`{n}`")).collect();
+                if all.is_empty() {
+                    Some(format!("no {kind} is defined"))
+                } else {
+                    Some(format!("defined {kind}s: {}", all.join(", ")))
+                }
+            }
+        };
+        let msg = match &hint {
+            Some(h) if h.starts_with("did you mean") => {
+                format!("{kind} `{wanted}` referenced by route {route} is not defined; {h}")
+            }
+            _ => format!("{kind} `{wanted}` referenced by route {route} is not defined"),
+        };
+        let hint = hint.filter(|h| !h.starts_with("did you mean"));
+        self.error(name.span(), msg, hint);
+        None
+    }
+
+    fn unused_upstreams(
+        &mut self,
+        raw: &std::collections::BTreeMap<Spanned<String>, Spanned<RawUpstream>>,
+        routes: &[RouteConfig],
+    ) {
+        for (i, (name, _)) in raw.iter().enumerate() {
+            if !routes.iter().any(|r| r.upstream == i) {
+                self.warn(
+                    name.span(),
+                    format!("upstream `{}` is not used by any route", name.get_ref()),
+                    None,
+                );
+            }
+        }
+    }
+
+    fn error_pages(
+        &mut self,
+        raw: &std::collections::BTreeMap<Spanned<String>, Spanned<String>>,
+        base: &Path,
+    ) -> HashMap<u16, ErrorPage> {
+        let mut out = HashMap::new();
+        for (status, path) in raw {
+            let code = match status.get_ref().parse::<u16>() {
+                Ok(c) if (400..=599).contains(&c) => c,
+                _ => {
+                    self.error(
+                        status.span(),
+                        format!("error page key `{}` is not a status from 400 to 599", status.get_ref()),
+                        Some("write e.g. `502 = \"pages/502.html\"`".into()),
+                    );
+                    continue;
+                }
+            };
+            let full = base.join(path.get_ref());
+            match std::fs::read_to_string(&full) {
+                Ok(template) => {
+                    out.insert(code, ErrorPage { path: full, template });
+                }
+                Err(e) => self.error(
+                    path.span(),
+                    format!("cannot read error page template `{}`: {e}", full.display()),
+                    Some("relative paths are taken from the config file's directory".into()),
+                ),
+            }
+        }
+        out
+    }
+}
+
+/// Parses `host:port`, `ip:port` or `[ipv6]:port`.
+pub(crate) fn parse_server(s: &str) -> Result<ServerAddr, String> {
+    if let Ok(sa) = s.parse::<SocketAddr>() {
+        return Ok(ServerAddr {
+            host: sa.ip().to_string(),
+            port: sa.port(),
+        });
+    }
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| "has no port".to_owned())?;
+    let port: u16 = port
+        .parse()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("has an invalid port `{port}`"))?;
+    let valid_host = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .split('.')
+            .all(|l| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+    if !valid_host {
+        return Err(format!("has an invalid host `{host}`"));
+    }
+    Ok(ServerAddr {
+        host: host.to_ascii_lowercase(),
+        port,
+    })
+}
+
+/// Parses a route's `host`: exact or `*.suffix`.
+pub(crate) fn parse_host_match(s: &str) -> Result<HostMatch, String> {
+    let lower = s.to_ascii_lowercase();
+    let (wild, rest) = match lower.strip_prefix("*.") {
+        Some(rest) => (true, rest),
+        None => (false, lower.as_str()),
+    };
+    let valid = !rest.is_empty()
+        && rest
+            .split('.')
+            .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    if !valid {
+        return Err("is not a valid host name".into());
+    }
+    Ok(if wild {
+        HostMatch::Suffix(format!(".{rest}"))
+    } else {
+        HostMatch::Exact(rest.to_owned())
+    })
+}
+
+#[cfg(test)]
+mod tests;

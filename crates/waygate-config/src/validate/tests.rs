@@ -1,0 +1,160 @@
+use std::path::Path;
+
+use crate::{parse, Diagnostic, HostMatch};
+
+const EXAMPLE: &str = include_str!("../../../../examples/waygate.toml");
+
+fn errors(src: &str) -> Vec<Diagnostic> {
+    match parse(src, "t.toml", Path::new(".")) {
+        Ok(l) => panic!("expected errors, got a config: {:?}", l.config),
+        Err(d) => d,
+    }
+}
+
+fn one_error(src: &str) -> Diagnostic {
+    let errs: Vec<_> = errors(src).into_iter().filter(Diagnostic::is_error).collect();
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    errs.into_iter().next().expect("one error")
+}
+
+#[test]
+fn the_core_example_is_valid_with_and_without_admin() {
+    let loaded = parse(EXAMPLE, "example.toml", Path::new(".")).expect("example is valid");
+    let c = &loaded.config;
+    assert_eq!(c.admin.as_ref().map(|a| a.listen.port()), Some(9901));
+    assert_eq!(c.listeners[0].listen.port(), 8080);
+    assert_eq!(c.routes.len(), 2);
+    let app = &c.upstreams[c.routes[1].upstream];
+    assert_eq!(app.name, "app");
+    assert_eq!(app.servers.len(), 2);
+    assert_eq!(app.response_timeout, std::time::Duration::from_secs(5));
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+
+    let without_admin = EXAMPLE.replace("[admin]\nlisten = \"127.0.0.1:9901\"\n", "");
+    assert!(without_admin.len() < EXAMPLE.len());
+    let loaded = parse(&without_admin, "example.toml", Path::new(".")).expect("valid");
+    assert!(loaded.config.admin.is_none());
+}
+
+#[test]
+fn misspelled_upstream_names_line_column_and_suggestion() {
+    let src = EXAMPLE.replace("upstream = \"app\"", "upstream = \"ap\"");
+    let e = one_error(&src);
+    assert_eq!(
+        e.message,
+        "upstream `ap` referenced by route 2 is not defined; did you mean `app`?"
+    );
+    assert_eq!((e.line, e.column), (14, 12));
+    assert_eq!(
+        e.to_string(),
+        "t.toml:14:12: error: upstream `ap` referenced by route 2 is not defined; did you mean `app`?"
+    );
+}
+
+#[test]
+fn unknown_key_is_an_error_with_position() {
+    let src = EXAMPLE.replace("connect_timeout = \"1s\"", "conect_timeout = \"1s\"");
+    let e = one_error(&src);
+    assert!(e.message.contains("unknown field `conect_timeout`"), "{}", e.message);
+    assert!(e.message.contains("connect_timeout"), "expected keys listed: {}", e.message);
+    assert_eq!((e.line, e.column), (18, 1));
+}
+
+#[test]
+fn bad_duration_says_what_was_expected() {
+    let src = EXAMPLE.replace("response_timeout = \"5s\"", "response_timeout = \"5 seconds\"");
+    let e = one_error(&src);
+    assert!(e.message.contains("expected a duration"), "{}", e.message);
+    assert_eq!((e.line, e.column), (19, 20));
+}
+
+#[test]
+fn toml_syntax_error_has_position() {
+    let e = one_error("[[listener]]\nname = \"a\nlisten = \"x\"\n");
+    assert_eq!(e.line, 2);
+    assert!(e.column >= 8, "{e}");
+}
+
+#[test]
+fn type_error_has_position() {
+    let e = one_error(&EXAMPLE.replace("servers = [\"127.0.0.1:9009\"]", "servers = \"127.0.0.1:9009\""));
+    assert_eq!(e.line, 22);
+    assert!(e.message.contains("expected a sequence"), "{}", e.message);
+}
+
+#[test]
+fn bad_addresses_are_reported_all_at_once() {
+    let src = EXAMPLE
+        .replace("listen = \"127.0.0.1:8080\"", "listen = \"localhost\"")
+        .replace("\"127.0.0.1:9009\"", "\"127.0.0.1\"");
+    let errs = errors(&src);
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    assert_eq!(errs[0].line, 6);
+    assert!(errs[0].message.contains("expected `ip:port`"));
+    assert_eq!((errs[1].line, errs[1].column), (22, 12));
+    assert!(errs[1].message.contains("has no port"));
+}
+
+#[test]
+fn unknown_listener_and_duplicate_names() {
+    let src = format!(
+        "{EXAMPLE}\n[[listener]]\nname = \"public\"\nlisten = \"127.0.0.1:8081\"\n\n[[route]]\nlistener = \"pubic\"\nupstream = \"app\"\n"
+    );
+    let errs = errors(&src);
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    assert!(errs[0].message.contains("listener name `public` is already used by listener 1"));
+    assert_eq!(
+        errs[1].message,
+        "listener `pubic` referenced by route 3 is not defined; did you mean `public`?"
+    );
+}
+
+#[test]
+fn admin_off_loopback_needs_a_token() {
+    let src = EXAMPLE.replace("127.0.0.1:9901", "0.0.0.0:9901");
+    let e = one_error(&src);
+    assert!(e.message.contains("has no `token`"), "{}", e.message);
+    let with_token = src.replace("listen = \"0.0.0.0:9901\"", "listen = \"0.0.0.0:9901\"\ntoken = \"s3cret\"");
+    assert!(parse(&with_token, "t.toml", Path::new(".")).is_ok());
+}
+
+#[test]
+fn hosts_and_paths_are_checked() {
+    let src = format!("{EXAMPLE}\n[[route]]\nhost = \"*.Example.com\"\npath_prefix = \"/api\"\nupstream = \"app\"\n");
+    let c = parse(&src, "t.toml", Path::new(".")).expect("valid").config;
+    assert_eq!(c.routes[2].host, HostMatch::Suffix(".example.com".into()));
+
+    let e = one_error(&format!("{EXAMPLE}\n[[route]]\nhost = \"exa mple.com\"\nupstream = \"app\"\n"));
+    assert!(e.message.contains("is not a valid host name"));
+    let e = one_error(&format!("{EXAMPLE}\n[[route]]\npath_prefix = \"api\"\nupstream = \"app\"\n"));
+    assert!(e.message.contains("must start with '/'"));
+}
+
+#[test]
+fn empty_upstream_and_unused_upstream_are_warnings() {
+    let src = EXAMPLE.replace("servers = [\"127.0.0.1:9009\"]", "servers = []")
+        + "\n[upstream.spare]\nservers = [\"127.0.0.1:9010\"]\n";
+    let loaded = parse(&src, "t.toml", Path::new(".")).expect("valid");
+    let msgs: Vec<_> = loaded.warnings.iter().map(|w| w.message.as_str()).collect();
+    assert_eq!(msgs.len(), 2, "{msgs:?}");
+    assert!(msgs.iter().any(|m| m.contains("has no servers")));
+    assert!(msgs.iter().any(|m| m.contains("`spare` is not used")));
+}
+
+#[test]
+fn zero_timeout_and_bad_trusted_proxy() {
+    let src = EXAMPLE.replace("connect_timeout = \"1s\"", "connect_timeout = \"0s\"")
+        + "\n[gateway]\ntrusted_proxies = [\"10.0.0.0/8\", \"not-an-ip\"]\n";
+    let errs = errors(&src);
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    assert!(errs[0].message.contains("connect_timeout must be greater than zero"));
+    assert!(errs[1].message.contains("`not-an-ip` is not an IP address"));
+}
+
+#[test]
+fn error_page_keys_and_files() {
+    let e = one_error(&format!("{EXAMPLE}\n[error_pages]\n\"200\" = \"x.html\"\n"));
+    assert!(e.message.contains("not a status from 400 to 599"));
+    let e = one_error(&format!("{EXAMPLE}\n[error_pages]\n502 = \"/nonexistent/502.html\"\n"));
+    assert!(e.message.contains("cannot read error page template"));
+}

@@ -1,0 +1,401 @@
+//! [`Cause`]: the single source of truth for every response the gateway
+//! generates itself, and [`Side`]: who produced a response.
+//!
+//! Each question about a cause is answered by one `match` below: its stable
+//! name, the status it produces, its RFC 9209 `Proxy-Status` error type, a
+//! one-line explanation for a person and likely fixes for an operator.
+//! `docs/causes.md` is rendered from this file and checked by a test.
+
+use std::fmt;
+
+/// Why the gateway generated a response (or aborted one) instead of passing
+/// on an upstream's answer.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Cause {
+    /// No route matches the request's host and path.
+    NoRoute,
+    /// The upstream has no server that can take the request.
+    NoServerAvailable,
+    /// The server's host name could not be resolved.
+    DnsError,
+    /// Resolving the server's host name took longer than the connect timeout.
+    DnsTimeout,
+    /// The server actively refused the TCP connection (nothing listens there).
+    ConnectionRefused,
+    /// The TCP connection was not established within the connect timeout.
+    ConnectTimeout,
+    /// The TCP connection failed for another reason (unreachable network or host).
+    ConnectFailed,
+    /// The server reset the connection before a complete response head.
+    UpstreamReset,
+    /// The server closed the connection before a complete response head.
+    UpstreamClosed,
+    /// No response head within the response timeout.
+    ResponseTimeout,
+    /// The response is not valid HTTP/1.x.
+    ResponseProtocolError,
+    /// The response head is larger than the configured limit.
+    ResponseHeadersTooLarge,
+    /// The response has both `Content-Length` and `Transfer-Encoding`
+    /// (RFC 9112 §6.3: a request-smuggling and response-splitting risk).
+    ResponseFramingConflict,
+    /// The response body's chunked encoding is invalid.
+    ResponseBodyInvalid,
+    /// The server closed the connection before the end of the response body.
+    ResponseBodyTruncated,
+    /// The server stopped sending the response body for longer than the body idle timeout.
+    ResponseBodyTimeout,
+    /// The client's request body could not be read (invalid chunked encoding).
+    ClientBodyError,
+    /// The client went away before the response was complete.
+    ClientClosed,
+    /// A bug in the gateway.
+    InternalError,
+}
+
+/// Which side produced a response: a gateway 503 is never confused with an
+/// upstream's own 503.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// The client: it went away or sent something unreadable.
+    Downstream,
+    /// The gateway generated the response itself.
+    Gateway,
+    /// The upstream server's own response, passed on.
+    Upstream,
+}
+
+// === impl Cause ===
+
+impl Cause {
+    /// Every cause, in documentation order.
+    pub const ALL: &'static [Cause] = &[
+        Cause::NoRoute,
+        Cause::NoServerAvailable,
+        Cause::DnsError,
+        Cause::DnsTimeout,
+        Cause::ConnectionRefused,
+        Cause::ConnectTimeout,
+        Cause::ConnectFailed,
+        Cause::UpstreamReset,
+        Cause::UpstreamClosed,
+        Cause::ResponseTimeout,
+        Cause::ResponseProtocolError,
+        Cause::ResponseHeadersTooLarge,
+        Cause::ResponseFramingConflict,
+        Cause::ResponseBodyInvalid,
+        Cause::ResponseBodyTruncated,
+        Cause::ResponseBodyTimeout,
+        Cause::ClientBodyError,
+        Cause::ClientClosed,
+        Cause::InternalError,
+    ];
+
+    /// The stable snake_case name used in logs, metrics and `waygate why`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Cause::NoRoute => "no_route",
+            Cause::NoServerAvailable => "no_server_available",
+            Cause::DnsError => "dns_error",
+            Cause::DnsTimeout => "dns_timeout",
+            Cause::ConnectionRefused => "connection_refused",
+            Cause::ConnectTimeout => "connect_timeout",
+            Cause::ConnectFailed => "connect_failed",
+            Cause::UpstreamReset => "upstream_reset",
+            Cause::UpstreamClosed => "upstream_closed",
+            Cause::ResponseTimeout => "response_timeout",
+            Cause::ResponseProtocolError => "response_protocol_error",
+            Cause::ResponseHeadersTooLarge => "response_headers_too_large",
+            Cause::ResponseFramingConflict => "response_framing_conflict",
+            Cause::ResponseBodyInvalid => "response_body_invalid",
+            Cause::ResponseBodyTruncated => "response_body_truncated",
+            Cause::ResponseBodyTimeout => "response_body_timeout",
+            Cause::ClientBodyError => "client_body_error",
+            Cause::ClientClosed => "client_closed",
+            Cause::InternalError => "internal_error",
+        }
+    }
+
+    /// The status the gateway answers with. 499 (client closed) is only
+    /// logged: nobody is left to receive it.
+    pub fn status(self) -> u16 {
+        match self {
+            Cause::NoRoute => 404,
+            Cause::NoServerAvailable => 503,
+            Cause::DnsError
+            | Cause::ConnectionRefused
+            | Cause::ConnectFailed
+            | Cause::UpstreamReset
+            | Cause::UpstreamClosed
+            | Cause::ResponseProtocolError
+            | Cause::ResponseHeadersTooLarge
+            | Cause::ResponseFramingConflict
+            | Cause::ResponseBodyInvalid
+            | Cause::ResponseBodyTruncated => 502,
+            Cause::DnsTimeout
+            | Cause::ConnectTimeout
+            | Cause::ResponseTimeout
+            | Cause::ResponseBodyTimeout => 504,
+            Cause::ClientBodyError => 400,
+            Cause::ClientClosed => 499,
+            Cause::InternalError => 500,
+        }
+    }
+
+    /// The RFC 9209 §2.3 Proxy Error Type.
+    pub fn proxy_status(self) -> &'static str {
+        match self {
+            Cause::NoRoute => "destination_not_found",
+            Cause::NoServerAvailable => "destination_unavailable",
+            Cause::DnsError => "dns_error",
+            Cause::DnsTimeout => "dns_timeout",
+            Cause::ConnectionRefused => "connection_refused",
+            Cause::ConnectTimeout => "connection_timeout",
+            Cause::ConnectFailed => "destination_ip_unroutable",
+            Cause::UpstreamReset => "connection_terminated",
+            Cause::UpstreamClosed | Cause::ResponseBodyTruncated => "http_response_incomplete",
+            Cause::ResponseTimeout => "http_response_timeout",
+            Cause::ResponseProtocolError
+            | Cause::ResponseFramingConflict
+            | Cause::ResponseBodyInvalid => "http_protocol_error",
+            Cause::ResponseHeadersTooLarge => "http_response_header_section_size",
+            Cause::ResponseBodyTimeout => "connection_read_timeout",
+            Cause::ClientBodyError => "http_request_error",
+            Cause::ClientClosed => "proxy_internal_response",
+            Cause::InternalError => "proxy_internal_error",
+        }
+    }
+
+    /// Which side is responsible for the failure.
+    pub fn side(self) -> Side {
+        match self {
+            Cause::ClientBodyError | Cause::ClientClosed => Side::Downstream,
+            _ => Side::Gateway,
+        }
+    }
+
+    /// A short title for error pages and `application/problem+json`.
+    pub fn title(self) -> &'static str {
+        match self {
+            Cause::NoRoute => "Not found",
+            Cause::NoServerAvailable => "Service temporarily unavailable",
+            Cause::DnsError | Cause::DnsTimeout => "The service's address could not be found",
+            Cause::ConnectionRefused | Cause::ConnectFailed => "The service is not reachable",
+            Cause::ConnectTimeout => "The service did not answer in time",
+            Cause::UpstreamReset | Cause::UpstreamClosed => "The service hung up",
+            Cause::ResponseTimeout | Cause::ResponseBodyTimeout => "The service took too long",
+            Cause::ResponseProtocolError
+            | Cause::ResponseHeadersTooLarge
+            | Cause::ResponseFramingConflict
+            | Cause::ResponseBodyInvalid
+            | Cause::ResponseBodyTruncated => "The service sent a broken response",
+            Cause::ClientBodyError => "The request body could not be read",
+            Cause::ClientClosed => "The client went away",
+            Cause::InternalError => "Internal gateway error",
+        }
+    }
+
+    /// One line for a person: what happened, in plain words, with no internal
+    /// names or addresses.
+    pub fn explanation(self) -> &'static str {
+        match self {
+            Cause::NoRoute => "There is nothing at this address on this site.",
+            Cause::NoServerAvailable => {
+                "Every server of this service is unavailable right now, so the gateway did not forward your request."
+            }
+            Cause::DnsError => {
+                "The gateway could not look up the address of the server behind this service."
+            }
+            Cause::DnsTimeout => {
+                "Looking up the address of the server behind this service took too long."
+            }
+            Cause::ConnectionRefused => {
+                "The server behind this service refused the connection: it is probably not running."
+            }
+            Cause::ConnectTimeout => {
+                "The server behind this service did not accept a connection in time."
+            }
+            Cause::ConnectFailed => "The server behind this service could not be reached over the network.",
+            Cause::UpstreamReset => {
+                "The server behind this service reset the connection before answering."
+            }
+            Cause::UpstreamClosed => {
+                "The server behind this service closed the connection before answering."
+            }
+            Cause::ResponseTimeout => {
+                "The server behind this service did not start answering in time."
+            }
+            Cause::ResponseProtocolError => {
+                "The server behind this service answered with something that is not valid HTTP."
+            }
+            Cause::ResponseHeadersTooLarge => {
+                "The server behind this service answered with headers larger than the gateway accepts."
+            }
+            Cause::ResponseFramingConflict => {
+                "The server behind this service answered with contradictory length information, which is unsafe to pass on."
+            }
+            Cause::ResponseBodyInvalid => {
+                "The server behind this service sent a response body with invalid chunked encoding."
+            }
+            Cause::ResponseBodyTruncated => {
+                "The server behind this service stopped in the middle of its response."
+            }
+            Cause::ResponseBodyTimeout => {
+                "The server behind this service stopped sending its response for too long."
+            }
+            Cause::ClientBodyError => "The body of your request was malformed or cut short.",
+            Cause::ClientClosed => "The client closed the connection before the response was complete.",
+            Cause::InternalError => "The gateway hit an internal error.",
+        }
+    }
+
+    /// Likely fixes, for an operator.
+    pub fn fixes(self) -> &'static [&'static str] {
+        match self {
+            Cause::NoRoute => &[
+                "Check the routes' `host` and `path_prefix` against the request's Host and path.",
+                "Add a catch-all route (`path_prefix = \"/\"`) if every path should be served.",
+            ],
+            Cause::NoServerAvailable => &[
+                "Check that the upstream lists at least one server.",
+                "Check why its servers are unavailable (health, ejection) and bring one back.",
+            ],
+            Cause::DnsError => &[
+                "Check the spelling of the server's host name in the upstream's `servers`.",
+                "Check the resolver configuration (/etc/resolv.conf) of the gateway's host.",
+            ],
+            Cause::DnsTimeout => &[
+                "Check that the gateway's DNS resolver is reachable and answering.",
+                "Use an IP address in `servers` to avoid the lookup.",
+            ],
+            Cause::ConnectionRefused => &[
+                "Is the application running and listening on that port?",
+                "Check the port in the upstream's `servers` against the application's listen address.",
+                "Is it listening on 127.0.0.1 only while the gateway connects from elsewhere?",
+            ],
+            Cause::ConnectTimeout => &[
+                "Is the server's host up, and does a firewall drop the packets?",
+                "Is the application's accept backlog full (overloaded)?",
+                "Raise `connect_timeout` if the network is slow.",
+            ],
+            Cause::ConnectFailed => &[
+                "Check the network route from the gateway to the server (no route to host).",
+            ],
+            Cause::UpstreamReset => &[
+                "Did the application crash or restart while handling the request? Check its logs.",
+                "Is the application's keep-alive timeout shorter than the gateway's `pool_idle_timeout`?",
+            ],
+            Cause::UpstreamClosed => &[
+                "Did the application crash or exit while handling the request? Check its logs.",
+                "Is a request-size or header-size limit in the application closing the connection?",
+            ],
+            Cause::ResponseTimeout => &[
+                "The application or its database is slow or stuck: check its latency and logs.",
+                "Raise the upstream's `response_timeout` if such slow answers are expected.",
+            ],
+            Cause::ResponseProtocolError => &[
+                "The application wrote an invalid HTTP response: is the port serving HTTP (not TLS, not another protocol)?",
+                "Check the application's HTTP server for bugs in hand-written responses.",
+            ],
+            Cause::ResponseHeadersTooLarge => &[
+                "Look for huge cookies or headers set by the application.",
+                "Raise the upstream's `max_response_header_size` if they are legitimate.",
+            ],
+            Cause::ResponseFramingConflict => &[
+                "The application sends both Content-Length and Transfer-Encoding: fix it to send one.",
+            ],
+            Cause::ResponseBodyInvalid => &[
+                "The application's chunked encoding is broken: check its HTTP server or framework.",
+            ],
+            Cause::ResponseBodyTruncated => &[
+                "Did the application crash while writing the body? Check its logs.",
+                "Does it send a Content-Length larger than the body it writes?",
+            ],
+            Cause::ResponseBodyTimeout => &[
+                "The application stalled while streaming its response: check it for blocking work.",
+                "Raise the upstream's `body_idle_timeout` for legitimately slow streams.",
+            ],
+            Cause::ClientBodyError => &[
+                "The client sent an invalid chunked body or closed its connection mid-upload.",
+            ],
+            Cause::ClientClosed => &[
+                "Usually harmless: the user navigated away or the client timed out first.",
+                "If frequent, compare the client's timeout with the upstream's latency.",
+            ],
+            Cause::InternalError => &["Report a bug with the request id and the gateway's log."],
+        }
+    }
+
+    /// Whether trying the same request again later may succeed, for the
+    /// error page.
+    pub fn retry_may_help(self) -> bool {
+        !matches!(
+            self,
+            Cause::NoRoute | Cause::ClientBodyError | Cause::ResponseHeadersTooLarge
+        )
+    }
+
+    /// The `Retry-After` seconds to send, if any (RFC 9110 §10.2.3).
+    pub fn retry_after(self) -> Option<u32> {
+        match self {
+            Cause::NoServerAvailable => Some(5),
+            _ => None,
+        }
+    }
+
+    /// Looks a cause up by its stable name.
+    pub fn from_name(name: &str) -> Option<Cause> {
+        Cause::ALL.iter().copied().find(|c| c.name() == name)
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+// === impl Side ===
+
+impl Side {
+    pub fn name(self) -> &'static str {
+        match self {
+            Side::Downstream => "downstream",
+            Side::Gateway => "gateway",
+            Side::Upstream => "upstream",
+        }
+    }
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_round_trip() {
+        let mut seen = std::collections::HashSet::new();
+        for &cause in Cause::ALL {
+            assert!(seen.insert(cause.name()), "duplicate name {}", cause.name());
+            assert_eq!(Cause::from_name(cause.name()), Some(cause));
+            assert!(!cause.fixes().is_empty());
+        }
+    }
+
+    #[test]
+    fn statuses_follow_the_contract() {
+        assert_eq!(Cause::ConnectionRefused.status(), 502);
+        assert_eq!(Cause::ConnectTimeout.status(), 504);
+        assert_eq!(Cause::ResponseTimeout.status(), 504);
+        assert_eq!(Cause::NoServerAvailable.status(), 503);
+        assert_eq!(Cause::NoServerAvailable.retry_after(), Some(5));
+        assert_eq!(Cause::NoRoute.status(), 404);
+        assert_eq!(Cause::ClientClosed.status(), 499);
+    }
+}

@@ -23,9 +23,14 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         "s" => 1_000.0,
         "m" => 60_000.0,
         "h" => 3_600_000.0,
-        _ => return Err(format!("`{s}` has an unknown unit `{unit}`; expected {EXPECTED}")),
+        _ => {
+            return Err(format!(
+                "`{s}` has an unknown unit `{unit}`; expected {EXPECTED}"
+            ))
+        }
     };
-    if num.is_empty() || num.matches('.').count() > 1 || num.starts_with('.') || num.ends_with('.') {
+    if num.is_empty() || num.matches('.').count() > 1 || num.starts_with('.') || num.ends_with('.')
+    {
         return Err(format!("`{s}` is not a valid number; expected {EXPECTED}"));
     }
     let value: f64 = num
@@ -36,7 +41,9 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     if !(0.0..=315_360_000_000.0).contains(&ms) {
         return Err(format!("`{s}` is out of range; expected at most 10 years"));
     }
-    Ok(std::time::Duration::from_micros((ms * 1000.0).round() as u64))
+    Ok(std::time::Duration::from_micros(
+        (ms * 1000.0).round() as u64
+    ))
 }
 
 // === impl Duration ===
@@ -74,7 +81,18 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for bad in ["", "5", "s", "5x", "1..5s", ".5s", "5.s", "-1s", "99999999999h", "5 s"] {
+        for bad in [
+            "",
+            "5",
+            "s",
+            "5x",
+            "1..5s",
+            ".5s",
+            "5.s",
+            "-1s",
+            "99999999999h",
+            "5 s",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} was accepted");
         }
     }

@@ -44,7 +44,8 @@ pub(crate) fn validate(
     let error_pages = cx.error_pages(&raw.error_pages, base);
 
     if cx.diags.iter().any(Diagnostic::is_error) {
-        cx.diags.sort_by_key(|d| (d.severity != Severity::Error, d.line, d.column));
+        cx.diags
+            .sort_by_key(|d| (d.severity != Severity::Error, d.line, d.column));
         return Err(cx.diags);
     }
     let config = Config {
@@ -172,7 +173,10 @@ impl Ctx<'_> {
             self.error(
                 0..0,
                 "no listener is defined; expected at least one [[listener]] table".into(),
-                Some("add:\n  [[listener]]\n  name = \"public\"\n  listen = \"127.0.0.1:8080\"".into()),
+                Some(
+                    "add:\n  [[listener]]\n  name = \"public\"\n  listen = \"127.0.0.1:8080\""
+                        .into(),
+                ),
             );
         }
         let mut names = HashMap::new();
@@ -247,9 +251,21 @@ impl Ctx<'_> {
                     None,
                 );
             }
-            let connect_timeout = self.timeout(&u.connect_timeout, "connect_timeout", DEFAULT_CONNECT_TIMEOUT);
-            let response_timeout = self.timeout(&u.response_timeout, "response_timeout", DEFAULT_RESPONSE_TIMEOUT);
-            let body_idle_timeout = self.timeout(&u.body_idle_timeout, "body_idle_timeout", DEFAULT_BODY_IDLE_TIMEOUT);
+            let connect_timeout = self.timeout(
+                &u.connect_timeout,
+                "connect_timeout",
+                DEFAULT_CONNECT_TIMEOUT,
+            );
+            let response_timeout = self.timeout(
+                &u.response_timeout,
+                "response_timeout",
+                DEFAULT_RESPONSE_TIMEOUT,
+            );
+            let body_idle_timeout = self.timeout(
+                &u.body_idle_timeout,
+                "body_idle_timeout",
+                DEFAULT_BODY_IDLE_TIMEOUT,
+            );
             let max_response_header_size = match &u.max_response_header_size {
                 None => DEFAULT_MAX_RESPONSE_HEADER_SIZE,
                 Some(v) if (8192..=1 << 24).contains(v.get_ref()) => *v.get_ref(),
@@ -268,7 +284,9 @@ impl Ctx<'_> {
                 connect_timeout,
                 response_timeout,
                 body_idle_timeout,
-                pool_idle_timeout: u.pool_idle_timeout.map_or(DEFAULT_POOL_IDLE_TIMEOUT, |d| d.0),
+                pool_idle_timeout: u
+                    .pool_idle_timeout
+                    .map_or(DEFAULT_POOL_IDLE_TIMEOUT, |d| d.0),
                 pool_max_idle: u.pool_max_idle.unwrap_or(DEFAULT_POOL_MAX_IDLE),
                 max_response_header_size,
                 head_hold: u.head_hold.map_or(DEFAULT_HEAD_HOLD, |d| d.0),
@@ -436,7 +454,10 @@ impl Ctx<'_> {
                 _ => {
                     self.error(
                         status.span(),
-                        format!("error page key `{}` is not a status from 400 to 599", status.get_ref()),
+                        format!(
+                            "error page key `{}` is not a status from 400 to 599",
+                            status.get_ref()
+                        ),
                         Some("write e.g. `502 = \"pages/502.html\"`".into()),
                     );
                     continue;
@@ -445,7 +466,13 @@ impl Ctx<'_> {
             let full = base.join(path.get_ref());
             match std::fs::read_to_string(&full) {
                 Ok(template) => {
-                    out.insert(code, ErrorPage { path: full, template });
+                    out.insert(
+                        code,
+                        ErrorPage {
+                            path: full,
+                            template,
+                        },
+                    );
                 }
                 Err(e) => self.error(
                     path.span(),
@@ -466,9 +493,7 @@ pub(crate) fn parse_server(s: &str) -> Result<ServerAddr, String> {
             port: sa.port(),
         });
     }
-    let (host, port) = s
-        .rsplit_once(':')
-        .ok_or_else(|| "has no port".to_owned())?;
+    let (host, port) = s.rsplit_once(':').ok_or_else(|| "has no port".to_owned())?;
     let port: u16 = port
         .parse()
         .ok()
@@ -476,9 +501,11 @@ pub(crate) fn parse_server(s: &str) -> Result<ServerAddr, String> {
         .ok_or_else(|| format!("has an invalid port `{port}`"))?;
     let valid_host = !host.is_empty()
         && host.len() <= 253
-        && host
-            .split('.')
-            .all(|l| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+        && host.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
     if !valid_host {
         return Err(format!("has an invalid host `{host}`"));
     }
@@ -496,9 +523,11 @@ pub(crate) fn parse_host_match(s: &str) -> Result<HostMatch, String> {
         None => (false, lower.as_str()),
     };
     let valid = !rest.is_empty()
-        && rest
-            .split('.')
-            .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        && rest.split('.').all(|l| {
+            !l.is_empty()
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
     if !valid {
         return Err("is not a valid host name".into());
     }

@@ -46,8 +46,12 @@ pub enum Cause {
     ResponseBodyTruncated,
     /// The server stopped sending the response body for longer than the body idle timeout.
     ResponseBodyTimeout,
+    /// The upstream stopped reading the request body for longer than the body idle timeout.
+    UpstreamWriteTimeout,
     /// The client's request body could not be read (invalid chunked encoding).
     ClientBodyError,
+    /// The client stopped sending its request body for longer than the body idle timeout.
+    ClientBodyTimeout,
     /// The client went away before the response was complete.
     ClientClosed,
     /// A bug in the gateway.
@@ -87,7 +91,9 @@ impl Cause {
         Cause::ResponseBodyInvalid,
         Cause::ResponseBodyTruncated,
         Cause::ResponseBodyTimeout,
+        Cause::UpstreamWriteTimeout,
         Cause::ClientBodyError,
+        Cause::ClientBodyTimeout,
         Cause::ClientClosed,
         Cause::InternalError,
     ];
@@ -111,7 +117,9 @@ impl Cause {
             Cause::ResponseBodyInvalid => "response_body_invalid",
             Cause::ResponseBodyTruncated => "response_body_truncated",
             Cause::ResponseBodyTimeout => "response_body_timeout",
+            Cause::UpstreamWriteTimeout => "upstream_write_timeout",
             Cause::ClientBodyError => "client_body_error",
+            Cause::ClientBodyTimeout => "client_body_timeout",
             Cause::ClientClosed => "client_closed",
             Cause::InternalError => "internal_error",
         }
@@ -136,8 +144,10 @@ impl Cause {
             Cause::DnsTimeout
             | Cause::ConnectTimeout
             | Cause::ResponseTimeout
-            | Cause::ResponseBodyTimeout => 504,
+            | Cause::ResponseBodyTimeout
+            | Cause::UpstreamWriteTimeout => 504,
             Cause::ClientBodyError => 400,
+            Cause::ClientBodyTimeout => 408,
             Cause::ClientClosed => 499,
             Cause::InternalError => 500,
         }
@@ -161,7 +171,8 @@ impl Cause {
             | Cause::ResponseBodyInvalid => "http_protocol_error",
             Cause::ResponseHeadersTooLarge => "http_response_header_section_size",
             Cause::ResponseBodyTimeout => "connection_read_timeout",
-            Cause::ClientBodyError => "http_request_error",
+            Cause::UpstreamWriteTimeout => "connection_write_timeout",
+            Cause::ClientBodyError | Cause::ClientBodyTimeout => "http_request_error",
             Cause::ClientClosed => "proxy_internal_response",
             Cause::InternalError => "proxy_internal_error",
         }
@@ -170,7 +181,9 @@ impl Cause {
     /// Which side is responsible for the failure.
     pub fn side(self) -> Side {
         match self {
-            Cause::ClientBodyError | Cause::ClientClosed => Side::Downstream,
+            Cause::ClientBodyError | Cause::ClientBodyTimeout | Cause::ClientClosed => {
+                Side::Downstream
+            }
             _ => Side::Gateway,
         }
     }
@@ -184,13 +197,16 @@ impl Cause {
             Cause::ConnectionRefused | Cause::ConnectFailed => "The service is not reachable",
             Cause::ConnectTimeout => "The service did not answer in time",
             Cause::UpstreamReset | Cause::UpstreamClosed => "The service hung up",
-            Cause::ResponseTimeout | Cause::ResponseBodyTimeout => "The service took too long",
+            Cause::ResponseTimeout | Cause::ResponseBodyTimeout | Cause::UpstreamWriteTimeout => {
+                "The service took too long"
+            }
             Cause::ResponseProtocolError
             | Cause::ResponseHeadersTooLarge
             | Cause::ResponseFramingConflict
             | Cause::ResponseBodyInvalid
             | Cause::ResponseBodyTruncated => "The service sent a broken response",
             Cause::ClientBodyError => "The request body could not be read",
+            Cause::ClientBodyTimeout => "The request body arrived too slowly",
             Cause::ClientClosed => "The client went away",
             Cause::InternalError => "Internal gateway error",
         }
@@ -244,7 +260,11 @@ impl Cause {
             Cause::ResponseBodyTimeout => {
                 "The server behind this service stopped sending its response for too long."
             }
+            Cause::UpstreamWriteTimeout => {
+                "The server behind this service stopped accepting the body of your request."
+            }
             Cause::ClientBodyError => "The body of your request was malformed or cut short.",
+            Cause::ClientBodyTimeout => "The body of your request stopped arriving for too long.",
             Cause::ClientClosed => "The client closed the connection before the response was complete.",
             Cause::InternalError => "The gateway hit an internal error.",
         }
@@ -316,8 +336,16 @@ impl Cause {
                 "The application stalled while streaming its response: check it for blocking work.",
                 "Raise the upstream's `body_idle_timeout` for legitimately slow streams.",
             ],
+            Cause::UpstreamWriteTimeout => &[
+                "The application stopped reading the upload: is it stuck, or waiting for something before reading?",
+                "Raise the upstream's `body_idle_timeout` if it legitimately pauses while reading uploads.",
+            ],
             Cause::ClientBodyError => &[
                 "The client sent an invalid chunked body or closed its connection mid-upload.",
+            ],
+            Cause::ClientBodyTimeout => &[
+                "The client (or its network) stalled mid-upload; a slow-body attack looks the same.",
+                "Raise the upstream's `body_idle_timeout` for clients on very slow links.",
             ],
             Cause::ClientClosed => &[
                 "Usually harmless: the user navigated away or the client timed out first.",
@@ -332,7 +360,10 @@ impl Cause {
     pub fn retry_may_help(self) -> bool {
         !matches!(
             self,
-            Cause::NoRoute | Cause::ClientBodyError | Cause::ResponseHeadersTooLarge
+            Cause::NoRoute
+                | Cause::ClientBodyError
+                | Cause::ResponseHeadersTooLarge
+                | Cause::ResponseFramingConflict
         )
     }
 

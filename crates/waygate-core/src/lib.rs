@@ -9,4 +9,4 @@ mod request_id;
 
 pub use cause::{Cause, Side};
 pub use error::GatewayError;
-pub use request_id::{RequestId, RequestIdGenerator};
+pub use request_id::{RequestId, RequestIdGenerator, MAX_REQUEST_ID_LEN};

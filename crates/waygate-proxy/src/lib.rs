@@ -1,1 +1,27 @@
-//! placeholder
+//! waygate's request path: listeners, the router, the forwarder with its
+//! per-server connection pools, and the responder that turns a [`Cause`]
+//! into a truthful error response.
+//!
+//! ```text
+//! accept → serve conn (h1) → RequestContext (id, timers, log record) → route
+//!   → select upstream → [attempt: pick server (round robin) → pooled or fresh conn
+//!   → send/recv under timeouts → classify] → stream response, or synthesize an
+//!   error response → finish access log
+//! ```
+//!
+//! [`Cause`]: waygate_core::Cause
+
+mod body;
+mod classify;
+mod client_io;
+mod forward;
+mod headers;
+mod negotiate;
+mod pool;
+mod respond;
+mod router;
+mod runtime;
+mod server;
+
+pub use runtime::{BuildError, Gateway};
+pub use server::Bound;

@@ -1,1 +1,9 @@
-//! placeholder
+//! Telemetry: the access-log record written once per request, and the
+//! writer that puts it on stdout or in a file without blocking the request
+//! path. Metrics and the error ring for `waygate why` land here later.
+
+mod access_log;
+mod time;
+
+pub use access_log::{AccessLog, AccessRecord};
+pub use time::rfc3339_millis;

@@ -1,1 +1,403 @@
-//! placeholder
+//! Upstreams for tests and the demo, written on raw TCP so they can break
+//! HTTP in every way a real application does: garbage status lines, resets,
+//! early closes, truncated or invalid bodies, slow heads and bodies,
+//! oversize headers, contradictory framing, refused ports.
+//!
+//! This deliberately does not use hyper: a misbehaving peer must be free to
+//! write bytes no HTTP library would produce.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// How an upstream answers each request.
+#[derive(Debug, Clone)]
+pub enum Behavior {
+    /// 200 with body `hello from <name>\n` plus the request path; keep-alive.
+    Hello(String),
+    /// The given status with a short body: the upstream's own error.
+    Status(u16),
+    /// `HTTP/1.1 200 OK` with `n` bytes of body (streamed, not buffered).
+    Source(u64),
+    /// Reads the whole request body and answers 200 with its length in bytes.
+    Sink,
+    /// Not HTTP at all.
+    GarbageStatusLine,
+    /// Reads the request, then resets the connection (RST).
+    ResetAfterRequest,
+    /// Reads the request, then closes without a byte.
+    CloseWithoutAnswer,
+    /// Announces `Content-Length: 1000`, sends 10 bytes, closes.
+    TruncatedBody,
+    /// Waits this long before answering 200.
+    SlowHead(Duration),
+    /// Sends the head and the first body bytes, then waits this long before the rest.
+    SlowBody(Duration),
+    /// A response head of about this many bytes.
+    OversizeHeaders(usize),
+    /// Both `Content-Length` and `Transfer-Encoding: chunked`.
+    ContentLengthAndChunked,
+    /// `Transfer-Encoding: chunked` with an invalid chunk size.
+    InvalidChunk,
+    /// Valid chunks, then a broken one after the head was surely forwarded.
+    InvalidChunkLater(Duration),
+}
+
+/// A request as the upstream saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub target: String,
+    /// Header names lowercase, in order.
+    pub headers: Vec<(String, String)>,
+    pub body_len: u64,
+}
+
+/// A running upstream. It stops when dropped.
+#[derive(Debug)]
+pub struct Upstream {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+// === impl Seen ===
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+// === impl Upstream ===
+
+impl Upstream {
+    /// Starts an upstream on `127.0.0.1:0` with `behavior`.
+    pub async fn start(behavior: Behavior) -> io::Result<Self> {
+        Self::start_on("127.0.0.1:0".parse().expect("valid literal"), behavior).await
+    }
+
+    pub async fn start_on(addr: SocketAddr, behavior: Behavior) -> io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let seen2 = seen.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let behavior = behavior.clone();
+                let seen = seen2.clone();
+                tokio::spawn(async move {
+                    let _ = serve(stream, behavior, seen).await;
+                });
+            }
+        });
+        Ok(Self { addr, seen, task })
+    }
+
+    /// Requests seen so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A loopback listener that never accepts and whose accept queue is full,
+/// so new connections to it hang in SYN_SENT until the client gives up:
+/// a connect timeout on demand, without leaving loopback.
+#[derive(Debug)]
+pub struct Blackhole {
+    pub addr: SocketAddr,
+    _listener: TcpListener,
+    _held: Vec<TcpStream>,
+}
+
+// === impl Blackhole ===
+
+impl Blackhole {
+    pub async fn start() -> io::Result<Self> {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind("127.0.0.1:0".parse().expect("valid literal"))?;
+        let listener = socket.listen(1)?;
+        let addr = listener.local_addr()?;
+        let mut held = Vec::new();
+        // Fill the accept queue: connects succeed until it is full, then hang.
+        for _ in 0..16 {
+            match tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(addr)).await {
+                Ok(Ok(s)) => held.push(s),
+                Ok(Err(e)) => return Err(e),
+                Err(_) => break,
+            }
+        }
+        Ok(Self {
+            addr,
+            _listener: listener,
+            _held: held,
+        })
+    }
+}
+
+/// A loopback address where nothing listens (bound, then released).
+pub fn refused_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("bound listener has an address")
+}
+
+async fn serve(
+    mut stream: TcpStream,
+    behavior: Behavior,
+    seen: Arc<Mutex<Vec<Seen>>>,
+) -> io::Result<()> {
+    let mut buf = Vec::with_capacity(8192);
+    loop {
+        let Some(mut req) = read_head(&mut stream, &mut buf).await? else {
+            return Ok(());
+        };
+        req.body_len = read_body(&mut stream, &mut buf, &req).await?;
+        if let Ok(mut s) = seen.lock() {
+            s.push(req.clone());
+        }
+        if !respond(&mut stream, &behavior, &req).await? {
+            return Ok(());
+        }
+    }
+}
+
+/// Answers one request; returns whether the connection stays open.
+async fn respond(stream: &mut TcpStream, behavior: &Behavior, req: &Seen) -> io::Result<bool> {
+    match behavior {
+        Behavior::Hello(name) => {
+            let body = format!("hello from {name}: {} {}\n", req.method, req.target);
+            write_response(stream, 200, "OK", &[], body.as_bytes()).await?;
+        }
+        Behavior::Status(code) => {
+            let body = format!("the application itself answered {code}\n");
+            write_response(
+                stream,
+                *code,
+                "Application Error",
+                &[("x-app", "own-error")],
+                body.as_bytes(),
+            )
+            .await?;
+        }
+        Behavior::Source(n) => {
+            let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {n}\r\ncontent-type: application/octet-stream\r\n\r\n");
+            stream.write_all(head.as_bytes()).await?;
+            let block = vec![b'x'; 256 * 1024];
+            let mut left = *n;
+            while left > 0 {
+                let k = left.min(block.len() as u64) as usize;
+                stream.write_all(&block[..k]).await?;
+                left -= k as u64;
+            }
+        }
+        Behavior::Sink => {
+            let body = format!("{}\n", req.body_len);
+            write_response(stream, 200, "OK", &[], body.as_bytes()).await?;
+        }
+        Behavior::GarbageStatusLine => {
+            stream
+                .write_all(b"HTPT/1.1 2OO OK\r\n\r\nnot http\r\n")
+                .await?;
+            return Ok(false);
+        }
+        Behavior::ResetAfterRequest => {
+            stream.set_zero_linger()?;
+            return Ok(false);
+        }
+        Behavior::CloseWithoutAnswer => return Ok(false),
+        Behavior::TruncatedBody => {
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n0123456789")
+                .await?;
+            stream.flush().await?;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            return Ok(false);
+        }
+        Behavior::SlowHead(d) => {
+            tokio::time::sleep(*d).await;
+            write_response(stream, 200, "OK", &[], b"finally\n").await?;
+        }
+        Behavior::SlowBody(d) => {
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 20\r\n\r\nfirst part|")
+                .await?;
+            tokio::time::sleep(*d).await;
+            stream.write_all(b"second...").await?;
+        }
+        Behavior::OversizeHeaders(n) => {
+            let mut head = String::from("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n");
+            let mut i = 0;
+            while head.len() < *n {
+                head.push_str(&format!("x-filler-{i}: {}\r\n", "a".repeat(100)));
+                i += 1;
+            }
+            head.push_str("\r\nok");
+            let _ = stream.write_all(head.as_bytes()).await;
+            return Ok(false);
+        }
+        Behavior::ContentLengthAndChunked => {
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+                .await?;
+            return Ok(false);
+        }
+        Behavior::InvalidChunk => {
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n")
+                .await?;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            return Ok(false);
+        }
+        Behavior::InvalidChunkLater(d) => {
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n6\r\nhello\n\r\n")
+                .await?;
+            tokio::time::sleep(*d).await;
+            stream.write_all(b"zz\r\nbroken\r\n0\r\n\r\n").await?;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            return Ok(false);
+        }
+    }
+    Ok(!req
+        .header("connection")
+        .is_some_and(|v| v.eq_ignore_ascii_case("close")))
+}
+
+async fn write_response(
+    stream: &mut TcpStream,
+    code: u16,
+    reason: &str,
+    extra: &[(&str, &str)],
+    body: &[u8],
+) -> io::Result<()> {
+    let mut head = format!(
+        "HTTP/1.1 {code} {reason}\r\ncontent-length: {}\r\ncontent-type: text/plain\r\n",
+        body.len()
+    );
+    for (n, v) in extra {
+        head.push_str(&format!("{n}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut out = head.into_bytes();
+    out.extend_from_slice(body);
+    stream.write_all(&out).await
+}
+
+/// Reads one request head; `None` on a clean EOF between requests.
+async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Option<Seen>> {
+    loop {
+        if let Some(end) = find(buf, b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            buf.drain(..end + 4);
+            return Ok(Some(parse_head(&head)));
+        }
+        if buf.len() > 1 << 20 {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "head too large"));
+        }
+        if fill(stream, buf).await? == 0 {
+            return Ok(None);
+        }
+    }
+}
+
+fn parse_head(head: &str) -> Seen {
+    let mut lines = head.split("\r\n");
+    let mut first = lines.next().unwrap_or("").split(' ');
+    let method = first.next().unwrap_or("").to_owned();
+    let target = first.next().unwrap_or("").to_owned();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Seen {
+        method,
+        target,
+        headers,
+        body_len: 0,
+    }
+}
+
+/// Reads and discards the request body, returning its length.
+async fn read_body(stream: &mut TcpStream, buf: &mut Vec<u8>, req: &Seen) -> io::Result<u64> {
+    let chunked = req
+        .header("transfer-encoding")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+    if chunked {
+        let mut total = 0u64;
+        loop {
+            let line = read_line(stream, buf).await?;
+            let size_str = line.split(';').next().unwrap_or("").trim();
+            let size = u64::from_str_radix(size_str, 16)
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad chunk size"))?;
+            if size == 0 {
+                // Trailers, then the empty line.
+                while !read_line(stream, buf).await?.is_empty() {}
+                return Ok(total);
+            }
+            skip(stream, buf, size + 2).await?;
+            total += size;
+        }
+    }
+    let len: u64 = req
+        .header("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    skip(stream, buf, len).await?;
+    Ok(len)
+}
+
+async fn read_line(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<String> {
+    loop {
+        if let Some(end) = find(buf, b"\r\n") {
+            let line = String::from_utf8_lossy(&buf[..end]).into_owned();
+            buf.drain(..end + 2);
+            return Ok(line);
+        }
+        if fill(stream, buf).await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+}
+
+async fn skip(stream: &mut TcpStream, buf: &mut Vec<u8>, mut n: u64) -> io::Result<()> {
+    let take = (buf.len() as u64).min(n) as usize;
+    buf.drain(..take);
+    n -= take as u64;
+    let mut scratch = vec![0u8; 256 * 1024];
+    while n > 0 {
+        let want = (scratch.len() as u64).min(n) as usize;
+        let k = stream.read(&mut scratch[..want]).await?;
+        if k == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        n -= k as u64;
+    }
+    Ok(())
+}
+
+async fn fill(stream: &mut (impl AsyncRead + Unpin), buf: &mut Vec<u8>) -> io::Result<usize> {
+    let mut tmp = [0u8; 8192];
+    let n = stream.read(&mut tmp).await?;
+    buf.extend_from_slice(&tmp[..n]);
+    Ok(n)
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}

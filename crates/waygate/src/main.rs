@@ -1,1 +1,74 @@
-fn main(){}
+//! The `waygate` binary: parse the command line, load and validate the
+//! config, start telemetry, serve until a signal, drain, exit.
+
+mod check;
+mod demo;
+mod logging;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// waygate: an HTTP gateway that answers every failure truthfully.
+#[derive(Debug, Parser)]
+#[command(name = "waygate", version, about, long_about = None)]
+struct Cli {
+    /// Format of the gateway's own log (on stderr).
+    #[arg(long, value_enum, global = true, default_value_t = LogFormat::Pretty)]
+    log_format: LogFormat,
+    /// Log filter, e.g. `info` or `waygate_proxy=debug` (overrides RUST_LOG).
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Run {
+        /// The config file.
+        #[arg(long, short, default_value = "waygate.toml")]
+        config: PathBuf,
+        /// Worker threads (default: the number of cores).
+        #[arg(long)]
+        workers: Option<usize>,
+    },
+    /// Validate a config file: prints errors and warnings, exits 0 if valid, 1 if not.
+    Check {
+        #[arg(long, short, default_value = "waygate.toml")]
+        config: PathBuf,
+        /// Output format; `json` is for CI pipelines.
+        #[arg(long, value_enum, default_value_t = check::Format::Text)]
+        format: check::Format,
+    },
+    /// Start the gateway in front of built-in demo upstreams that fail in every way.
+    Demo {
+        /// Where the demo gateway listens.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config, format } => check::check(&config, format),
+        Command::Run { config, workers } => {
+            logging::init(cli.log_format, cli.log_level.as_deref());
+            run::run(&config, workers)
+        }
+        Command::Demo { listen } => {
+            logging::init(cli.log_format, cli.log_level.as_deref());
+            demo::demo(listen)
+        }
+    }
+}

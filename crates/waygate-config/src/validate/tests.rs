@@ -12,7 +12,10 @@ fn errors(src: &str) -> Vec<Diagnostic> {
 }
 
 fn one_error(src: &str) -> Diagnostic {
-    let errs: Vec<_> = errors(src).into_iter().filter(Diagnostic::is_error).collect();
+    let errs: Vec<_> = errors(src)
+        .into_iter()
+        .filter(Diagnostic::is_error)
+        .collect();
     assert_eq!(errs.len(), 1, "{errs:#?}");
     errs.into_iter().next().expect("one error")
 }
@@ -55,14 +58,25 @@ fn misspelled_upstream_names_line_column_and_suggestion() {
 fn unknown_key_is_an_error_with_position() {
     let src = EXAMPLE.replace("connect_timeout = \"1s\"", "conect_timeout = \"1s\"");
     let e = one_error(&src);
-    assert!(e.message.contains("unknown field `conect_timeout`"), "{}", e.message);
-    assert!(e.message.contains("connect_timeout"), "expected keys listed: {}", e.message);
+    assert!(
+        e.message.contains("unknown field `conect_timeout`"),
+        "{}",
+        e.message
+    );
+    assert!(
+        e.message.contains("connect_timeout"),
+        "expected keys listed: {}",
+        e.message
+    );
     assert_eq!((e.line, e.column), (18, 1));
 }
 
 #[test]
 fn bad_duration_says_what_was_expected() {
-    let src = EXAMPLE.replace("response_timeout = \"5s\"", "response_timeout = \"5 seconds\"");
+    let src = EXAMPLE.replace(
+        "response_timeout = \"5s\"",
+        "response_timeout = \"5 seconds\"",
+    );
     let e = one_error(&src);
     assert!(e.message.contains("expected a duration"), "{}", e.message);
     assert_eq!((e.line, e.column), (19, 20));
@@ -77,7 +91,10 @@ fn toml_syntax_error_has_position() {
 
 #[test]
 fn type_error_has_position() {
-    let e = one_error(&EXAMPLE.replace("servers = [\"127.0.0.1:9009\"]", "servers = \"127.0.0.1:9009\""));
+    let e = one_error(&EXAMPLE.replace(
+        "servers = [\"127.0.0.1:9009\"]",
+        "servers = \"127.0.0.1:9009\"",
+    ));
     assert_eq!(e.line, 22);
     assert!(e.message.contains("expected a sequence"), "{}", e.message);
 }
@@ -102,7 +119,9 @@ fn unknown_listener_and_duplicate_names() {
     );
     let errs = errors(&src);
     assert_eq!(errs.len(), 2, "{errs:#?}");
-    assert!(errs[0].message.contains("listener name `public` is already used by listener 1"));
+    assert!(errs[0]
+        .message
+        .contains("listener name `public` is already used by listener 1"));
     assert_eq!(
         errs[1].message,
         "listener `pubic` referenced by route 3 is not defined; did you mean `public`?"
@@ -114,7 +133,10 @@ fn admin_off_loopback_needs_a_token() {
     let src = EXAMPLE.replace("127.0.0.1:9901", "0.0.0.0:9901");
     let e = one_error(&src);
     assert!(e.message.contains("has no `token`"), "{}", e.message);
-    let with_token = src.replace("listen = \"0.0.0.0:9901\"", "listen = \"0.0.0.0:9901\"\ntoken = \"s3cret\"");
+    let with_token = src.replace(
+        "listen = \"0.0.0.0:9901\"",
+        "listen = \"0.0.0.0:9901\"\ntoken = \"s3cret\"",
+    );
     assert!(parse(&with_token, "t.toml", Path::new(".")).is_ok());
 }
 
@@ -124,9 +146,13 @@ fn hosts_and_paths_are_checked() {
     let c = parse(&src, "t.toml", Path::new(".")).expect("valid").config;
     assert_eq!(c.routes[2].host, HostMatch::Suffix(".example.com".into()));
 
-    let e = one_error(&format!("{EXAMPLE}\n[[route]]\nhost = \"exa mple.com\"\nupstream = \"app\"\n"));
+    let e = one_error(&format!(
+        "{EXAMPLE}\n[[route]]\nhost = \"exa mple.com\"\nupstream = \"app\"\n"
+    ));
     assert!(e.message.contains("is not a valid host name"));
-    let e = one_error(&format!("{EXAMPLE}\n[[route]]\npath_prefix = \"api\"\nupstream = \"app\"\n"));
+    let e = one_error(&format!(
+        "{EXAMPLE}\n[[route]]\npath_prefix = \"api\"\nupstream = \"app\"\n"
+    ));
     assert!(e.message.contains("must start with '/'"));
 }
 
@@ -147,7 +173,9 @@ fn zero_timeout_and_bad_trusted_proxy() {
         + "\n[gateway]\ntrusted_proxies = [\"10.0.0.0/8\", \"not-an-ip\"]\n";
     let errs = errors(&src);
     assert_eq!(errs.len(), 2, "{errs:#?}");
-    assert!(errs[0].message.contains("connect_timeout must be greater than zero"));
+    assert!(errs[0]
+        .message
+        .contains("connect_timeout must be greater than zero"));
     assert!(errs[1].message.contains("`not-an-ip` is not an IP address"));
 }
 
@@ -155,6 +183,8 @@ fn zero_timeout_and_bad_trusted_proxy() {
 fn error_page_keys_and_files() {
     let e = one_error(&format!("{EXAMPLE}\n[error_pages]\n\"200\" = \"x.html\"\n"));
     assert!(e.message.contains("not a status from 400 to 599"));
-    let e = one_error(&format!("{EXAMPLE}\n[error_pages]\n502 = \"/nonexistent/502.html\"\n"));
+    let e = one_error(&format!(
+        "{EXAMPLE}\n[error_pages]\n502 = \"/nonexistent/502.html\"\n"
+    ));
     assert!(e.message.contains("cannot read error page template"));
 }

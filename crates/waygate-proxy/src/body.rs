@@ -1,0 +1,461 @@
+//! Bodies on both sides of the gateway, streamed frame by frame without
+//! buffering:
+//! - [`UpstreamBody`]: the client's request body on its way upstream,
+//!   recording progress so timeouts can tell a slow client from a slow
+//!   upstream;
+//! - [`ProxyBody`]: the response to the client, either a generated error
+//!   page or the upstream's body under the body idle timeout. It owns the
+//!   request's [`Finish`], so the access-log line is written when the body
+//!   ends, fails or is dropped, with what really happened.
+
+use std::error::Error as StdError;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
+use waygate_core::{Cause, GatewayError, Side};
+use waygate_telemetry::{AccessLog, AccessRecord};
+
+use crate::classify;
+use crate::pool::PooledConn;
+
+pub(crate) type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// State shared by a client connection and its requests.
+#[derive(Debug, Default)]
+pub(crate) struct ConnShared {
+    /// Requests whose response has not finished yet. The connection's
+    /// keep-alive timer runs only while this is zero.
+    pub(crate) in_flight: AtomicUsize,
+}
+
+/// Progress of a request body being sent upstream.
+#[derive(Debug)]
+pub(crate) struct Upload {
+    start: Instant,
+    bytes: AtomicU64,
+    /// Microseconds after `start` of the last frame received from the client.
+    last_progress_us: AtomicU64,
+    /// Microseconds after `start` of the end of the body; `u64::MAX` before.
+    done_us: AtomicU64,
+    /// The last poll of the client's body was pending.
+    waiting_on_client: AtomicBool,
+    /// 0: fine, 1: the client's body was invalid, 2: the client went away.
+    client_error: AtomicU8,
+}
+
+/// The request body sent upstream.
+#[derive(Debug)]
+pub(crate) enum UpstreamBody {
+    Empty,
+    Stream { body: Incoming, upload: Arc<Upload> },
+}
+
+/// How a request ended, for the access log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// No response yet: if dropped now, the client went away (499).
+    Waiting,
+    /// The response head was sent; the body is streaming.
+    Streaming,
+    /// Finished or aborted and recorded.
+    Done,
+}
+
+/// The access-log record of one request and the bookkeeping to close it.
+/// It is written exactly once, when this is dropped.
+#[derive(Debug)]
+pub(crate) struct Finish {
+    pub(crate) rec: AccessRecord,
+    pub(crate) start: Instant,
+    log: AccessLog,
+    conn: Arc<ConnShared>,
+    pub(crate) upload: Option<Arc<Upload>>,
+    state: State,
+}
+
+/// The body of every response the gateway sends.
+#[derive(Debug)]
+pub(crate) struct ProxyBody {
+    inner: Inner,
+    finish: Option<Box<Finish>>,
+}
+
+#[derive(Debug)]
+enum Inner {
+    Full(Option<Bytes>),
+    Upstream(Box<Streaming>),
+}
+
+/// An upstream response body on its way to the client.
+#[derive(Debug)]
+pub(crate) struct Streaming {
+    /// The first frame, read before the head was committed.
+    pub(crate) first: Option<Frame<Bytes>>,
+    pub(crate) body: Incoming,
+    pub(crate) idle: Pin<Box<Sleep>>,
+    pub(crate) idle_timeout: Duration,
+    /// Returned to the pool when the body ends cleanly.
+    pub(crate) conn: Option<PooledConn>,
+}
+
+/// Why the response to the client was cut off.
+#[derive(Debug)]
+struct Aborted(GatewayError);
+
+// === impl Upload ===
+
+impl Upload {
+    pub(crate) fn new(start: Instant) -> Self {
+        Self {
+            start,
+            bytes: AtomicU64::new(0),
+            last_progress_us: AtomicU64::new(0),
+            done_us: AtomicU64::new(u64::MAX),
+            waiting_on_client: AtomicBool::new(false),
+            client_error: AtomicU8::new(0),
+        }
+    }
+
+    fn now_us(&self) -> u64 {
+        self.start.elapsed().as_micros() as u64
+    }
+
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// When the last client frame arrived.
+    pub(crate) fn last_progress(&self) -> Instant {
+        self.start + Duration::from_micros(self.last_progress_us.load(Ordering::Relaxed))
+    }
+
+    /// When the body was completely received from the client, if it was.
+    pub(crate) fn done_at(&self) -> Option<Instant> {
+        match self.done_us.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            us => Some(self.start + Duration::from_micros(us)),
+        }
+    }
+
+    pub(crate) fn waiting_on_client(&self) -> bool {
+        self.waiting_on_client.load(Ordering::Relaxed)
+    }
+
+    /// The client's fault, if the upload failed because of the client.
+    pub(crate) fn client_fault(&self) -> Option<Cause> {
+        match self.client_error.load(Ordering::Relaxed) {
+            1 => Some(Cause::ClientBodyError),
+            2 => Some(Cause::ClientClosed),
+            _ => None,
+        }
+    }
+
+    fn mark_done(&self) {
+        self.done_us.store(self.now_us(), Ordering::Relaxed);
+    }
+}
+
+// === impl UpstreamBody ===
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let (body, upload) = match self.get_mut() {
+            UpstreamBody::Empty => return Poll::Ready(None),
+            UpstreamBody::Stream { body, upload } => (body, upload),
+        };
+        match Pin::new(&mut *body).poll_frame(cx) {
+            Poll::Pending => {
+                upload.waiting_on_client.store(true, Ordering::Relaxed);
+                Poll::Pending
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                upload.waiting_on_client.store(false, Ordering::Relaxed);
+                if let Some(data) = frame.data_ref() {
+                    upload.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+                }
+                upload
+                    .last_progress_us
+                    .store(upload.now_us(), Ordering::Relaxed);
+                if body.is_end_stream() {
+                    upload.mark_done();
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                upload.waiting_on_client.store(false, Ordering::Relaxed);
+                let code = if e.is_incomplete_message() || e.is_canceled() {
+                    2
+                } else {
+                    1
+                };
+                upload.client_error.store(code, Ordering::Relaxed);
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(None) => {
+                upload.waiting_on_client.store(false, Ordering::Relaxed);
+                upload.mark_done();
+                Poll::Ready(None)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Empty => true,
+            UpstreamBody::Stream { body, .. } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Empty => SizeHint::with_exact(0),
+            UpstreamBody::Stream { body, .. } => body.size_hint(),
+        }
+    }
+}
+
+// === impl Finish ===
+
+impl Finish {
+    pub(crate) fn new(
+        rec: AccessRecord,
+        start: Instant,
+        log: AccessLog,
+        conn: Arc<ConnShared>,
+    ) -> Self {
+        conn.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self {
+            rec,
+            start,
+            log,
+            conn,
+            upload: None,
+            state: State::Waiting,
+        }
+    }
+
+    /// Records the response head about to be sent.
+    pub(crate) fn responding(&mut self, status: u16, side: Side) {
+        self.rec.status = status;
+        self.rec.side = side.name();
+        self.state = State::Streaming;
+    }
+
+    /// Records a gateway-generated response for `err`.
+    pub(crate) fn generated(&mut self, err: &GatewayError) {
+        self.rec.cause = Some(err.cause.name());
+        self.rec.proxy_status = Some(err.cause.proxy_status());
+        self.rec.detail = Some(err.detail.clone());
+        let side = match err.cause.side() {
+            Side::Downstream => Side::Downstream,
+            _ => Side::Gateway,
+        };
+        self.responding(err.cause.status(), side);
+    }
+
+    fn complete(&mut self) {
+        self.state = State::Done;
+    }
+
+    fn abort(&mut self, err: &GatewayError) {
+        self.rec.aborted = true;
+        self.rec.cause = Some(err.cause.name());
+        self.rec.proxy_status = Some(err.cause.proxy_status());
+        self.rec.detail = Some(err.detail.clone());
+        self.state = State::Done;
+    }
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        match self.state {
+            State::Waiting => {
+                self.rec.status = Cause::ClientClosed.status();
+                self.rec.side = Side::Downstream.name();
+                self.rec.cause = Some(Cause::ClientClosed.name());
+                self.rec.detail = Some("client closed the connection before the response".into());
+            }
+            State::Streaming => {
+                self.rec.aborted = true;
+                self.rec.cause = Some(Cause::ClientClosed.name());
+                self.rec.detail =
+                    Some("client closed the connection during the response body".into());
+            }
+            State::Done => {}
+        }
+        if let Some(u) = &self.upload {
+            self.rec.bytes_in = u.bytes();
+        }
+        self.rec.duration_ms = ms(self.start.elapsed());
+        self.log.log(&self.rec);
+        self.conn.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Milliseconds with microsecond precision, for logs.
+pub(crate) fn ms(d: Duration) -> f64 {
+    (d.as_micros() as f64) / 1000.0
+}
+
+// === impl ProxyBody ===
+
+impl ProxyBody {
+    pub(crate) fn full(bytes: Bytes, finish: Box<Finish>) -> Self {
+        Self {
+            inner: Inner::Full(Some(bytes)),
+            finish: Some(finish),
+        }
+    }
+
+    pub(crate) fn upstream(s: Streaming, finish: Box<Finish>) -> Self {
+        let mut this = Self {
+            inner: Inner::Upstream(Box::new(s)),
+            finish: Some(finish),
+        };
+        if this.is_end_stream() {
+            this.end();
+        }
+        this
+    }
+
+    fn end(&mut self) {
+        if let Inner::Upstream(s) = &mut self.inner {
+            if let Some(conn) = s.conn.take() {
+                conn.release();
+            }
+        }
+        if let Some(f) = &mut self.finish {
+            f.complete();
+        }
+    }
+
+    fn count(&mut self, n: usize) {
+        if let Some(f) = &mut self.finish {
+            f.rec.bytes_out += n as u64;
+        }
+    }
+
+    fn fail(&mut self, err: GatewayError) -> BoxError {
+        if let Some(f) = &mut self.finish {
+            f.abort(&err);
+        }
+        tracing::debug!(cause = err.cause.name(), detail = %err.detail, "aborting response");
+        Box::new(Aborted(err))
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let s = match &mut this.inner {
+            Inner::Full(data) => {
+                let out = data.take();
+                if let Some(d) = &out {
+                    let n = d.len();
+                    this.count(n);
+                }
+                this.end();
+                return Poll::Ready(out.map(|d| Ok(Frame::data(d))));
+            }
+            Inner::Upstream(s) => s,
+        };
+        if let Some(frame) = s.first.take() {
+            let n = frame.data_ref().map_or(0, Bytes::len);
+            let end = s.body.is_end_stream();
+            this.count(n);
+            if end {
+                this.end();
+            }
+            return Poll::Ready(Some(Ok(frame)));
+        }
+        match Pin::new(&mut s.body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                let deadline = Instant::now() + s.idle_timeout;
+                s.idle.as_mut().reset(deadline);
+                let n = frame.data_ref().map_or(0, Bytes::len);
+                let end = s.body.is_end_stream();
+                this.count(n);
+                if end {
+                    this.end();
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                let cause = classify::body_error(&e);
+                let err = GatewayError::new(cause, format!("upstream response body failed: {e}"));
+                Poll::Ready(Some(Err(this.fail(err))))
+            }
+            Poll::Ready(None) => {
+                this.end();
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                if s.idle.as_mut().poll(cx).is_ready() {
+                    let err = GatewayError::new(
+                        Cause::ResponseBodyTimeout,
+                        format!("upstream sent no body bytes for {:?}", s.idle_timeout),
+                    );
+                    return Poll::Ready(Some(Err(this.fail(err))));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Full(d) => d.is_none(),
+            Inner::Upstream(s) => s.first.is_none() && s.body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Full(d) => SizeHint::with_exact(d.as_ref().map_or(0, |d| d.len() as u64)),
+            Inner::Upstream(s) => {
+                let first = s
+                    .first
+                    .as_ref()
+                    .and_then(Frame::data_ref)
+                    .map_or(0, |d| d.len() as u64);
+                let hint = s.body.size_hint();
+                let mut out = SizeHint::new();
+                out.set_lower(hint.lower() + first);
+                if let Some(upper) = hint.upper() {
+                    out.set_upper(upper + first);
+                }
+                out
+            }
+        }
+    }
+}
+
+// === impl Aborted ===
+
+impl std::fmt::Display for Aborted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "response aborted: {}", self.0)
+    }
+}
+
+impl StdError for Aborted {}

@@ -1,0 +1,148 @@
+//! The client connection's socket, wrapped to enforce two timeouts that
+//! hyper's HTTP/1 server cannot tell apart:
+//! - `client_header_timeout`: from the first byte of a request head (or the
+//!   accept, for the first request) until the head is complete;
+//! - `keepalive_timeout`: how long a connection may sit idle between
+//!   requests.
+//!
+//! While a request is in flight neither runs (body and response timeouts
+//! apply instead). When one fires, reads report end-of-file and hyper closes
+//! the connection. The timer is reset only on phase changes, not per read.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
+
+use crate::body::ConnShared;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Between requests: the keep-alive timer runs.
+    Idle,
+    /// Bytes of a request head have arrived (or the connection is new):
+    /// the header timer runs.
+    Head,
+    /// A request is in flight.
+    Busy,
+}
+
+#[derive(Debug)]
+pub(crate) struct ClientIo {
+    stream: TcpStream,
+    shared: Arc<ConnShared>,
+    phase: Phase,
+    timer: Pin<Box<Sleep>>,
+    header_timeout: Duration,
+    keepalive_timeout: Duration,
+}
+
+// === impl ClientIo ===
+
+impl ClientIo {
+    pub(crate) fn new(
+        stream: TcpStream,
+        shared: Arc<ConnShared>,
+        header_timeout: Duration,
+        keepalive_timeout: Duration,
+    ) -> Self {
+        Self {
+            stream,
+            shared,
+            phase: Phase::Head,
+            timer: Box::pin(tokio::time::sleep(header_timeout)),
+            header_timeout,
+            keepalive_timeout,
+        }
+    }
+
+    fn enter(&mut self, phase: Phase) {
+        if self.phase == phase {
+            return;
+        }
+        self.phase = phase;
+        let after = match phase {
+            Phase::Idle => self.keepalive_timeout,
+            Phase::Head => self.header_timeout,
+            Phase::Busy => return,
+        };
+        self.timer.as_mut().reset(Instant::now() + after);
+    }
+}
+
+impl AsyncRead for ClientIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.shared.in_flight.load(Ordering::Relaxed) > 0 {
+            this.enter(Phase::Busy);
+            return Pin::new(&mut this.stream).poll_read(cx, buf);
+        }
+        if this.phase == Phase::Busy {
+            this.enter(Phase::Idle);
+        }
+        let before = buf.filled().len();
+        match Pin::new(&mut this.stream).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    this.enter(Phase::Head);
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                if this.timer.as_mut().poll(cx).is_ready() {
+                    let which = if this.phase == Phase::Idle {
+                        "keepalive_timeout"
+                    } else {
+                        "client_header_timeout"
+                    };
+                    tracing::debug!(timeout = which, "closing client connection");
+                    // Report end-of-file: hyper closes the connection.
+                    return Poll::Ready(Ok(()));
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl AsyncWrite for ClientIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}

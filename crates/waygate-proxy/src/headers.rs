@@ -1,0 +1,218 @@
+//! Header handling between client and upstream: hop-by-hop removal
+//! (RFC 9110 §7.6.1) and the forwarding headers `X-Forwarded-For`,
+//! `X-Forwarded-Proto`, `X-Forwarded-Host`, `Via` (RFC 9110 §7.6.3) and
+//! `X-Request-Id`. Forwarding headers from a peer that is not a trusted
+//! proxy are overwritten, so a client cannot spoof its address.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use ipnet::IpNet;
+
+pub(crate) static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(crate) static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub(crate) static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) static PROXY_STATUS: HeaderName = HeaderName::from_static("proxy-status");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+
+/// Removes the headers that apply to one connection only: `Connection` and
+/// every header it names, `Keep-Alive`, `Proxy-Connection`, `TE`,
+/// `Trailer`, `Transfer-Encoding` and `Upgrade`.
+pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+        headers.remove(header::CONNECTION);
+    }
+    for name in [
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+    ] {
+        if headers.contains_key(name) {
+            headers.remove(name);
+        }
+    }
+}
+
+/// Whether `peer` is one of the trusted proxies.
+pub(crate) fn is_trusted(trusted: &[IpNet], peer: IpAddr) -> bool {
+    let peer = match peer {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
+        v4 => v4,
+    };
+    trusted.iter().any(|net| net.contains(&peer))
+}
+
+/// Sets the forwarding headers on a request going upstream.
+pub(crate) fn set_forwarding(
+    headers: &mut HeaderMap,
+    peer: IpAddr,
+    trusted: bool,
+    host: Option<&HeaderValue>,
+    via: &HeaderValue,
+) {
+    let peer_value =
+        HeaderValue::from_str(&peer.to_string()).expect("an IP address is a valid header value");
+    let prior_xff = if trusted {
+        joined(headers, &X_FORWARDED_FOR)
+    } else {
+        None
+    };
+    match prior_xff {
+        Some(prior) => {
+            let mut v = prior;
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(peer_value.as_bytes());
+            match HeaderValue::from_bytes(&v) {
+                Ok(v) => headers.insert(X_FORWARDED_FOR.clone(), v),
+                Err(_) => headers.insert(X_FORWARDED_FOR.clone(), peer_value),
+            };
+        }
+        None => {
+            headers.insert(X_FORWARDED_FOR.clone(), peer_value);
+        }
+    }
+    if !(trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    }
+    if !(trusted && headers.contains_key(&X_FORWARDED_HOST)) {
+        match host {
+            Some(h) => headers.insert(X_FORWARDED_HOST.clone(), h.clone()),
+            None => headers.remove(&X_FORWARDED_HOST),
+        };
+    }
+    if !trusted {
+        headers.remove(&FORWARDED);
+    }
+    append_via(headers, via);
+}
+
+/// Appends our `Via` entry (RFC 9110 §7.6.3), keeping earlier ones.
+pub(crate) fn append_via(headers: &mut HeaderMap, via: &HeaderValue) {
+    match joined(headers, &header::VIA) {
+        None => {
+            headers.insert(header::VIA, via.clone());
+        }
+        Some(mut v) => {
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(via.as_bytes());
+            if let Ok(v) = HeaderValue::from_bytes(&v) {
+                headers.insert(header::VIA, v);
+            }
+        }
+    }
+}
+
+/// All values of a header joined with ", ", or `None` if absent.
+fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<Vec<u8>> {
+    let mut out: Option<Vec<u8>> = None;
+    for v in headers.get_all(name) {
+        match &mut out {
+            None => out = Some(v.as_bytes().to_vec()),
+            Some(o) => {
+                o.extend_from_slice(b", ");
+                o.extend_from_slice(v.as_bytes());
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_the_ones_connection_names_are_removed() {
+        let mut h = map(&[
+            ("connection", "keep-alive, X-Secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "trailers"),
+            ("trailer", "x-t"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("x-kept", "yes"),
+        ]);
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-kept"], "yes");
+    }
+
+    #[test]
+    fn untrusted_forwarding_headers_are_overwritten() {
+        let via = HeaderValue::from_static("1.1 waygate");
+        let mut h = map(&[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil"),
+            ("forwarded", "for=6.6.6.6"),
+        ]);
+        let host = HeaderValue::from_static("example.com");
+        set_forwarding(
+            &mut h,
+            "10.1.2.3".parse().unwrap(),
+            false,
+            Some(&host),
+            &via,
+        );
+        assert_eq!(h["x-forwarded-for"], "10.1.2.3");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "example.com");
+        assert!(!h.contains_key("forwarded"));
+        assert_eq!(h["via"], "1.1 waygate");
+    }
+
+    #[test]
+    fn trusted_forwarding_headers_are_kept_and_appended() {
+        let via = HeaderValue::from_static("1.1 waygate");
+        let mut h = map(&[
+            ("x-forwarded-for", "1.1.1.1"),
+            ("x-forwarded-for", "2.2.2.2"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "front.example"),
+            ("via", "1.1 edge"),
+        ]);
+        set_forwarding(&mut h, "10.0.0.1".parse().unwrap(), true, None, &via);
+        assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "front.example");
+        assert_eq!(h["via"], "1.1 edge, 1.1 waygate");
+    }
+
+    #[test]
+    fn trust_matches_cidrs_and_mapped_v4() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()];
+        assert!(is_trusted(&trusted, "10.9.9.9".parse().unwrap()));
+        assert!(is_trusted(&trusted, "::ffff:10.0.0.1".parse().unwrap()));
+        assert!(is_trusted(&trusted, "::1".parse().unwrap()));
+        assert!(!is_trusted(&trusted, "11.0.0.1".parse().unwrap()));
+    }
+}

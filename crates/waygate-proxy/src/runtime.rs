@@ -1,0 +1,144 @@
+//! Runtime state built from a validated [`Config`]: per-listener routers,
+//! upstreams with their servers and pools, the responder and the access
+//! log. Built once, shared read-only by every request (`Arc`), so the
+//! request path takes no lock and does no config lookup.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderValue;
+use waygate_config::{Config, IpNet};
+use waygate_core::RequestIdGenerator;
+use waygate_telemetry::AccessLog;
+
+use crate::pool::Server;
+use crate::respond::Responder;
+use crate::router::Router;
+
+/// A gateway ready to bind and serve.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    pub(crate) rt: Arc<Runtime>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("invalid gateway name `{0}` for the Via header")]
+    InvalidName(String),
+}
+
+#[derive(Debug)]
+pub(crate) struct Runtime {
+    pub(crate) listeners: Vec<ListenerRt>,
+    pub(crate) upstreams: Vec<Upstream>,
+    pub(crate) trusted: Vec<IpNet>,
+    /// `1.1 <name>` for `Via`.
+    pub(crate) via: HeaderValue,
+    pub(crate) responder: Responder,
+    pub(crate) access_log: AccessLog,
+    pub(crate) ids: RequestIdGenerator,
+    pub(crate) drain_timeout: Duration,
+    pub(crate) expose_addresses: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct ListenerRt {
+    pub(crate) name: Arc<str>,
+    pub(crate) listen: std::net::SocketAddr,
+    pub(crate) router: Router,
+    pub(crate) client_header_timeout: Duration,
+    pub(crate) keepalive_timeout: Duration,
+}
+
+#[derive(Debug)]
+pub(crate) struct Upstream {
+    pub(crate) name: Arc<str>,
+    pub(crate) servers: Vec<Arc<Server>>,
+    next: AtomicUsize,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) response_timeout: Duration,
+    pub(crate) body_idle_timeout: Duration,
+    pub(crate) head_hold: Duration,
+}
+
+// === impl Gateway ===
+
+impl Gateway {
+    pub fn build(config: &Config, access_log: AccessLog) -> Result<Self, BuildError> {
+        let g = &config.gateway;
+        let via = HeaderValue::from_str(&format!("1.1 {}", g.name))
+            .map_err(|_| BuildError::InvalidName(g.name.clone()))?;
+        let listeners = config
+            .listeners
+            .iter()
+            .enumerate()
+            .map(|(i, l)| ListenerRt {
+                name: l.name.as_str().into(),
+                listen: l.listen,
+                router: Router::new(&config.routes, i),
+                client_header_timeout: l.client_header_timeout,
+                keepalive_timeout: l.keepalive_timeout,
+            })
+            .collect();
+        let upstreams = config
+            .upstreams
+            .iter()
+            .map(|u| Upstream {
+                name: u.name.as_str().into(),
+                servers: u
+                    .servers
+                    .iter()
+                    .map(|s| {
+                        Arc::new(Server::new(
+                            s.clone(),
+                            u.pool_max_idle,
+                            u.pool_idle_timeout,
+                            u.max_response_header_size,
+                        ))
+                    })
+                    .collect(),
+                next: AtomicUsize::new(0),
+                connect_timeout: u.connect_timeout,
+                response_timeout: u.response_timeout,
+                body_idle_timeout: u.body_idle_timeout,
+                head_hold: u.head_hold,
+            })
+            .collect();
+        let pages: HashMap<u16, String> = config
+            .error_pages
+            .iter()
+            .map(|(k, v)| (*k, v.template.clone()))
+            .collect();
+        let rt = Runtime {
+            listeners,
+            upstreams,
+            trusted: g.trusted_proxies.clone(),
+            via,
+            responder: Responder::new(g.name.clone(), pages),
+            access_log,
+            ids: RequestIdGenerator::new(),
+            drain_timeout: g.drain_timeout,
+            expose_addresses: g.expose_upstream_addresses,
+        };
+        Ok(Self { rt: Arc::new(rt) })
+    }
+
+    pub fn drain_timeout(&self) -> Duration {
+        self.rt.drain_timeout
+    }
+}
+
+// === impl Upstream ===
+
+impl Upstream {
+    /// The next server in round-robin order (issue #3 brings real balancing).
+    pub(crate) fn pick(&self) -> Option<(usize, &Arc<Server>)> {
+        if self.servers.is_empty() {
+            return None;
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.servers.len();
+        Some((i, &self.servers[i]))
+    }
+}

@@ -1,0 +1,195 @@
+//! Listeners and client connections: bind, accept, serve HTTP/1.1 with
+//! hyper, and drain gracefully on shutdown (stop accepting, let in-flight
+//! requests finish up to the drain timeout, close idle connections).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::body::{ConnShared, Finish, ProxyBody};
+use crate::client_io::ClientIo;
+use crate::forward;
+use crate::runtime::{Gateway, Runtime};
+
+/// Listeners bound and ready to serve, in config order.
+#[derive(Debug)]
+pub struct Bound {
+    listeners: Vec<(usize, TcpListener)>,
+}
+
+/// What a connection's requests need to know about it.
+#[derive(Debug)]
+pub(crate) struct ConnInfo {
+    pub(crate) listener: usize,
+    pub(crate) peer: SocketAddr,
+    pub(crate) trusted: bool,
+    pub(crate) shared: Arc<ConnShared>,
+}
+
+#[derive(Clone)]
+struct GatewayService {
+    rt: Arc<Runtime>,
+    conn: Arc<ConnInfo>,
+}
+
+// === impl Bound ===
+
+impl Bound {
+    /// The bound address of each listener, in config order.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|(_, l)| l.local_addr().ok())
+            .collect()
+    }
+}
+
+// === impl Gateway ===
+
+impl Gateway {
+    /// Binds every listener; the error names the address that failed.
+    pub async fn bind(&self) -> io::Result<Bound> {
+        let mut listeners = Vec::new();
+        for (i, l) in self.rt.listeners.iter().enumerate() {
+            let tcp = TcpListener::bind(l.listen).await.map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot listen on {} (listener `{}`): {e}", l.listen, l.name),
+                )
+            })?;
+            listeners.push((i, tcp));
+        }
+        Ok(Bound { listeners })
+    }
+
+    /// Serves until `shutdown` completes, then drains: stops accepting,
+    /// lets in-flight requests finish for up to the drain timeout. Returns
+    /// whether every connection finished in time.
+    pub async fn serve(self, bound: Bound, shutdown: impl Future<Output = ()>) -> bool {
+        let graceful = Arc::new(GracefulShutdown::new());
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut accept_tasks = Vec::new();
+        for (i, listener) in bound.listeners {
+            let rt = self.rt.clone();
+            let graceful = graceful.clone();
+            let stop = stop_rx.clone();
+            accept_tasks.push(tokio::spawn(accept_loop(rt, i, listener, graceful, stop)));
+        }
+        shutdown.await;
+        let _ = stop_tx.send(true);
+        for t in accept_tasks {
+            let _ = t.await;
+        }
+        // Every accept loop has ended, so this is the last reference.
+        let Ok(graceful) = Arc::try_unwrap(graceful) else {
+            warn!("accept loops still running at shutdown");
+            return false;
+        };
+        let open = graceful.count();
+        info!(connections = open, drain_timeout = ?self.rt.drain_timeout, "draining");
+        let started = Instant::now();
+        match tokio::time::timeout(self.rt.drain_timeout, graceful.shutdown()).await {
+            Ok(()) => {
+                info!(took = ?started.elapsed(), "drained");
+                true
+            }
+            Err(_) => {
+                warn!("drain timeout reached with connections still open; closing them");
+                false
+            }
+        }
+    }
+}
+
+async fn accept_loop(
+    rt: Arc<Runtime>,
+    index: usize,
+    listener: TcpListener,
+    graceful: Arc<GracefulShutdown>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let name = rt.listeners[index].name.clone();
+    loop {
+        let (stream, peer) = tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off briefly
+                    // rather than spin.
+                    warn!(listener = %name, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let l = &rt.listeners[index];
+        let shared = Arc::new(ConnShared::default());
+        let io = ClientIo::new(
+            stream,
+            shared.clone(),
+            l.client_header_timeout,
+            l.keepalive_timeout,
+        );
+        let conn = Arc::new(ConnInfo {
+            listener: index,
+            peer,
+            trusted: crate::headers::is_trusted(&rt.trusted, peer.ip()),
+            shared,
+        });
+        let svc = GatewayService {
+            rt: rt.clone(),
+            conn,
+        };
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .keep_alive(true)
+            .serve_connection(TokioIo::new(io), svc);
+        let conn = graceful.watcher().watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                debug!(%peer, error = %e, "client connection ended with an error");
+            }
+        });
+    }
+    debug!(listener = %name, "stopped accepting");
+}
+
+// === impl GatewayService ===
+
+impl hyper::service::Service<Request<Incoming>> for GatewayService {
+    type Response = Response<ProxyBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        // The record (and the in-flight count) starts here, synchronously,
+        // so a request whose future is dropped unpolled is still logged.
+        let start = Instant::now();
+        let finish = Finish::new(
+            forward::initial_record(&self.rt, &self.conn, &req),
+            start,
+            self.rt.access_log.clone(),
+            self.conn.shared.clone(),
+        );
+        let rt = self.rt.clone();
+        let conn = self.conn.clone();
+        Box::pin(async move { Ok(forward::handle(rt, conn, req, Box::new(finish)).await) })
+    }
+}

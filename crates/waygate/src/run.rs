@@ -1,0 +1,91 @@
+//! `waygate run`: load the config, build the gateway, serve until SIGTERM
+//! or SIGINT, drain, exit.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use waygate_config::{AccessLogTarget, Config};
+use waygate_proxy::Gateway;
+use waygate_telemetry::AccessLog;
+
+pub(crate) fn run(path: &Path, workers: Option<usize>) -> ExitCode {
+    let loaded = match waygate_config::load(path) {
+        Ok(l) => l,
+        Err(diags) => {
+            for d in diags {
+                eprintln!("{d}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    match runtime(workers).and_then(|rt| rt.block_on(serve(loaded.config))) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("waygate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub(crate) fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        anyhow::ensure!(n > 0, "--workers must be at least 1");
+        b.worker_threads(n);
+    }
+    b.enable_all().build().context("cannot start the runtime")
+}
+
+pub(crate) fn access_log(config: &Config) -> anyhow::Result<AccessLog> {
+    Ok(match &config.access_log {
+        AccessLogTarget::Stdout => AccessLog::stdout().context("cannot start the access log")?,
+        AccessLogTarget::Off => AccessLog::off(),
+        AccessLogTarget::File(p) => {
+            AccessLog::file(p).with_context(|| format!("cannot open access log {}", p.display()))?
+        }
+    })
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let gateway = Gateway::build(&config, access_log(&config)?)?;
+    let bound = gateway.bind().await?;
+    for (l, addr) in config.listeners.iter().zip(bound.local_addrs()) {
+        tracing::info!(listener = %l.name, %addr, "listening");
+    }
+    if config.admin.is_some() {
+        tracing::info!(
+            "the admin listener is not implemented yet (issue #5); [admin] is validated only"
+        );
+    }
+    gateway.serve(bound, shutdown_signal()).await;
+    Ok(())
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub(crate) async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => tracing::info!("SIGINT received; shutting down"),
+                    _ = term.recv() => tracing::info!("SIGTERM received; shutting down"),
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

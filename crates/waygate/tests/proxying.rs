@@ -1,0 +1,259 @@
+//! The happy path over real sockets: round robin, forwarding headers,
+//! hop-by-hop removal, request ids, trusted proxies, pooling, bodies both
+//! ways, client timeouts and operator error pages.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{get, route, send_raw, upstream, TestGateway};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use waygate_test_util::{refused_addr, Behavior, Upstream};
+
+#[tokio::test]
+async fn round_robin_and_forwarding_headers() {
+    let a = Upstream::start(Behavior::Hello("a".into())).await.unwrap();
+    let b = Upstream::start(Behavior::Hello("b".into())).await.unwrap();
+    let gw =
+        TestGateway::start(&(upstream("app", &[a.addr, b.addr], "") + &route("/", "app"))).await;
+    let spoof = [
+        ("x-forwarded-for", "6.6.6.6"),
+        ("x-forwarded-proto", "https"),
+        ("x-request-id", "client-chosen"),
+        ("connection", "x-hop"),
+        ("x-hop", "secret"),
+        ("keep-alive", "timeout=5"),
+        ("te", "trailers"),
+    ];
+    let r1 = get(gw.addr, "/p?q=1", &spoof).await;
+    let r2 = get(gw.addr, "/p?q=1", &spoof).await;
+    let mut bodies = vec![r1.text(), r2.text()];
+    bodies.sort();
+    assert_eq!(
+        bodies,
+        ["hello from a: GET /p?q=1\n", "hello from b: GET /p?q=1\n"]
+    );
+    assert_eq!(r1.header("via"), Some("1.1 waygate"));
+    assert_ne!(
+        r1.request_id(),
+        "client-chosen",
+        "an untrusted client cannot choose the id"
+    );
+
+    let seen = a.seen().pop().expect("a saw a request");
+    assert_eq!(seen.header("x-forwarded-for"), Some("127.0.0.1"));
+    assert_eq!(seen.header("x-forwarded-proto"), Some("http"));
+    assert_eq!(seen.header("x-forwarded-host"), Some("test.local"));
+    assert_eq!(seen.header("host"), Some("test.local"));
+    assert_eq!(seen.header("via"), Some("1.1 waygate"));
+    for hop in ["x-hop", "keep-alive", "te", "connection"] {
+        assert_eq!(seen.header(hop), None, "{hop} must not be forwarded");
+    }
+    let ids: Vec<String> = [&a, &b]
+        .iter()
+        .map(|u| u.seen()[0].header("x-request-id").unwrap().to_owned())
+        .collect();
+    assert!(ids.contains(&r1.request_id()) && ids.contains(&r2.request_id()));
+
+    let line = gw.log_line(&r1.request_id()).await;
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["side"], "upstream");
+    assert_eq!(line["method"], "GET");
+    assert_eq!(line["upstream_status"], 200);
+    assert!(line["first_byte_ms"].as_f64().is_some());
+    assert!(line["duration_ms"].as_f64().is_some());
+    assert!(line["client"].as_str().unwrap().starts_with("127.0.0.1:"));
+}
+
+#[tokio::test]
+async fn trusted_proxies_keep_their_forwarding_headers_and_id() {
+    let a = Upstream::start(Behavior::Hello("a".into())).await.unwrap();
+    let gw = TestGateway::start(
+        &(upstream("app", &[a.addr], "")
+            + &route("/", "app")
+            + "[gateway]\ntrusted_proxies = [\"127.0.0.0/8\"]\n"),
+    )
+    .await;
+    let r = get(
+        gw.addr,
+        "/",
+        &[
+            ("x-forwarded-for", "203.0.113.9"),
+            ("x-forwarded-proto", "https"),
+            ("x-request-id", "edge-42"),
+        ],
+    )
+    .await;
+    assert_eq!(r.request_id(), "edge-42");
+    let seen = a.seen().pop().unwrap();
+    assert_eq!(
+        seen.header("x-forwarded-for"),
+        Some("203.0.113.9, 127.0.0.1")
+    );
+    assert_eq!(seen.header("x-forwarded-proto"), Some("https"));
+    assert_eq!(seen.header("x-request-id"), Some("edge-42"));
+}
+
+#[tokio::test]
+async fn keep_alive_reuses_the_upstream_connection() {
+    let a = Upstream::start(Behavior::Hello("a".into())).await.unwrap();
+    let gw = TestGateway::start(&(upstream("app", &[a.addr], "") + &route("/", "app"))).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let r = get(gw.addr, "/", &[]).await;
+        assert_eq!(r.status, 200);
+        ids.push(r.request_id());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let first = gw.log_line(&ids[0]).await;
+    let third = gw.log_line(&ids[2]).await;
+    assert_eq!(first["reused"], false);
+    assert_eq!(third["reused"], true, "the pooled connection is reused");
+    assert!(third["connect_ms"].is_null());
+}
+
+#[tokio::test]
+async fn request_bodies_stream_up_with_both_framings() {
+    let sink = Upstream::start(Behavior::Sink).await.unwrap();
+    let gw = TestGateway::start(&(upstream("app", &[sink.addr], "") + &route("/", "app"))).await;
+    let r = send_raw(gw.addr, b"POST /up HTTP/1.1\r\nhost: x\r\ncontent-length: 11\r\nconnection: close\r\n\r\nhello world").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "11\n"));
+    let r = send_raw(
+        gw.addr,
+        b"POST /up HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+    )
+    .await;
+    assert_eq!((r.status, r.text().as_str()), (200, "11\n"));
+    let line = gw.log_line(&r.request_id()).await;
+    assert_eq!(line["bytes_in"], 11);
+    let seen = sink.seen();
+    assert_eq!(seen[1].header("transfer-encoding"), Some("chunked"));
+}
+
+#[tokio::test]
+async fn head_request_has_no_body() {
+    let a = Upstream::start(Behavior::Hello("a".into())).await.unwrap();
+    let gw = TestGateway::start(&(upstream("app", &[a.addr], "") + &route("/", "app"))).await;
+    let r = send_raw(
+        gw.addr,
+        b"HEAD / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let line = gw.log_line(&r.request_id()).await;
+    assert_eq!(line["aborted"], false);
+    assert!(line["cause"].is_null());
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connections_are_closed() {
+    let a = Upstream::start(Behavior::Hello("a".into())).await.unwrap();
+    let toml_gw = ShortTimeouts::start(a.addr).await;
+    // Idle after one request: closed after keepalive_timeout.
+    let mut s = tokio::net::TcpStream::connect(toml_gw.addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let start = tokio::time::Instant::now();
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("closed in time")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "connection closed");
+    assert!(
+        start.elapsed() >= Duration::from_millis(150),
+        "not before keepalive_timeout"
+    );
+
+    // A head that never completes: closed after client_header_timeout.
+    let mut s = tokio::net::TcpStream::connect(toml_gw.addr).await.unwrap();
+    let start = tokio::time::Instant::now();
+    s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n").await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("closed in time")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "connection closed without a response");
+    assert!(
+        start.elapsed() >= Duration::from_millis(250),
+        "not before client_header_timeout"
+    );
+
+    // A client that connects and sends nothing is closed too.
+    let mut s = tokio::net::TcpStream::connect(toml_gw.addr).await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("closed in time")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+}
+
+/// A gateway with short client timeouts.
+struct ShortTimeouts {
+    addr: std::net::SocketAddr,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl ShortTimeouts {
+    async fn start(server: std::net::SocketAddr) -> Self {
+        let toml = format!(
+            "[[listener]]\nname = \"short\"\nlisten = \"127.0.0.1:0\"\nkeepalive_timeout = \"200ms\"\nclient_header_timeout = \"300ms\"\n\n[access_log]\ntarget = \"off\"\n\n{}{}",
+            upstream("app", &[server], ""),
+            route("/", "app")
+        );
+        let loaded = waygate_config::parse(&toml, "t.toml", std::path::Path::new(".")).unwrap();
+        let gw = waygate_proxy::Gateway::build(&loaded.config, waygate_telemetry::AccessLog::off())
+            .unwrap();
+        let bound = gw.bind().await.unwrap();
+        let addr = bound.local_addrs()[0];
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(gw.serve(bound, async move {
+            let _ = stopped.await;
+        }));
+        Self { addr, _stop: stop }
+    }
+}
+
+#[tokio::test]
+async fn operators_can_replace_the_html_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("502.html");
+    std::fs::write(
+        &page,
+        "<h1>Custom {{status}}</h1><p>{{explanation}}</p><code>{{request_id}}</code>",
+    )
+    .unwrap();
+    let gw = TestGateway::start(
+        &(upstream("app", &[refused_addr()], "")
+            + &route("/", "app")
+            + &format!("[error_pages]\n502 = \"{}\"\n", page.display())),
+    )
+    .await;
+    let r = get(gw.addr, "/", &[("accept", "text/html")]).await;
+    assert_eq!(r.status, 502);
+    let body = r.text();
+    assert!(body.starts_with("<h1>Custom 502</h1>"), "{body}");
+    assert!(body.contains(&format!("<code>{}</code>", r.request_id())));
+    // JSON clients still get problem+json.
+    let r = get(gw.addr, "/", &[("accept", "application/json")]).await;
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+}
+
+#[tokio::test]
+async fn expose_upstream_addresses_when_configured() {
+    let refused = refused_addr();
+    let gw = TestGateway::start(
+        &(upstream("app", &[refused], "")
+            + &route("/", "app")
+            + "[gateway]\nexpose_upstream_addresses = true\n"),
+    )
+    .await;
+    let r = get(gw.addr, "/", &[]).await;
+    assert!(r
+        .header("proxy-status")
+        .unwrap()
+        .contains(&refused.to_string()));
+}

@@ -4,9 +4,11 @@
 //! edge. No I/O lives here.
 
 mod cause;
+mod docs;
 mod error;
 mod request_id;
 
 pub use cause::{Cause, Side};
+pub use docs::causes_markdown;
 pub use error::GatewayError;
 pub use request_id::{RequestId, RequestIdGenerator, MAX_REQUEST_ID_LEN};

@@ -250,10 +250,16 @@ async fn attempt(
         let replayable = reused && upload.is_none() && is_idempotent(&parts.method);
         let retry_parts = replayable.then(|| clone_parts(&parts));
         let req = Request::from_parts(parts, body.take().unwrap_or(UpstreamBody::Empty));
-        match send(&mut conn, req, upstream, upload).await {
+        let failure = match send(&mut conn, req, upstream, upload).await {
             Ok(resp) => return Ok((resp, conn)),
-            Err(SendError::Timeout(err)) => return Err(err),
-            Err(SendError::Hyper(e)) => {
+            Err(failure) => {
+                conn.close();
+                failure
+            }
+        };
+        match failure {
+            SendError::Timeout(err) => return Err(err),
+            SendError::Hyper(e) => {
                 let cause = upload
                     .and_then(Upload::client_fault)
                     .unwrap_or_else(|| classify::send_error(&e));
@@ -357,6 +363,7 @@ async fn respond(
     if parts.headers.contains_key(header::TRANSFER_ENCODING)
         && parts.headers.contains_key(header::CONTENT_LENGTH)
     {
+        conn.close();
         return Err(GatewayError::new(
             Cause::ResponseFramingConflict,
             "response has both Content-Length and Transfer-Encoding",
@@ -377,10 +384,11 @@ async fn respond(
         match tokio::time::timeout(upstream.head_hold, body.frame()).await {
             Ok(Some(Ok(frame))) => first = Some(frame),
             Ok(Some(Err(e))) => {
+                conn.close();
                 return Err(GatewayError::new(
                     classify::body_error(&e),
                     format!("upstream response body failed before any byte was sent: {e}"),
-                ))
+                ));
             }
             Ok(None) | Err(_) => {}
         }

@@ -10,6 +10,7 @@ use crossbeam_queue::ArrayQueue;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use waygate_config::ServerAddr;
 use waygate_core::{Cause, GatewayError};
@@ -37,6 +38,7 @@ pub(crate) struct Server {
 #[derive(Debug)]
 struct Idle {
     tx: SendRequest<UpstreamBody>,
+    task: AbortHandle,
     since: Instant,
 }
 
@@ -44,6 +46,9 @@ struct Idle {
 #[derive(Debug)]
 pub(crate) struct PooledConn {
     pub(crate) tx: SendRequest<UpstreamBody>,
+    /// The task driving the connection: aborting it closes the socket and
+    /// drops whatever request body it still holds.
+    task: AbortHandle,
     server: Arc<Server>,
 }
 
@@ -81,6 +86,7 @@ impl Server {
             if idle.tx.is_ready() {
                 return Some(PooledConn {
                     tx: idle.tx,
+                    task: idle.task,
                     server: self.clone(),
                 });
             }
@@ -92,11 +98,12 @@ impl Server {
         None
     }
 
-    fn put(&self, tx: SendRequest<UpstreamBody>) {
+    fn put(&self, tx: SendRequest<UpstreamBody>, task: AbortHandle) {
         if !tx.is_closed() {
             // A full pool drops the connection, which closes it.
             let _ = self.idle.push(Idle {
                 tx,
+                task,
                 since: Instant::now(),
             });
         }
@@ -143,13 +150,15 @@ impl Server {
                 )
             })?;
         let label = self.label.clone();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(server = %label, error = %e, "upstream connection ended with an error");
             }
-        });
+        })
+        .abort_handle();
         Ok(PooledConn {
             tx,
+            task,
             server: self.clone(),
         })
     }
@@ -186,9 +195,9 @@ impl PooledConn {
     /// over. If hyper has not yet marked it ready for the next request, a
     /// small task waits (bounded) for that before pooling it.
     pub(crate) fn release(self) {
-        let PooledConn { tx, server } = self;
+        let PooledConn { tx, task, server } = self;
         if tx.is_ready() {
-            server.put(tx);
+            server.put(tx, task);
             return;
         }
         if tx.is_closed() {
@@ -197,8 +206,16 @@ impl PooledConn {
         tokio::spawn(async move {
             let mut tx = tx;
             if let Ok(Ok(())) = tokio::time::timeout(READY_WAIT, tx.ready()).await {
-                server.put(tx);
+                server.put(tx, task);
+            } else {
+                task.abort();
             }
         });
+    }
+
+    /// Closes the connection now: after a failed or timed-out exchange its
+    /// state is unknown, and it may hold the client's request body.
+    pub(crate) fn close(self) {
+        self.task.abort();
     }
 }

@@ -45,6 +45,11 @@ pub enum Behavior {
     InvalidChunk,
     /// Valid chunks, then a broken one after the head was surely forwarded.
     InvalidChunkLater(Duration),
+    /// Reads the request head, then never reads the body; closes after this long.
+    IgnoreBody(Duration),
+    /// Answers like `Hello` without announcing `Connection: close`, then
+    /// closes the connection: a keep-alive connection the server drops.
+    HelloThenClose(String),
 }
 
 /// A request as the upstream saw it.
@@ -167,6 +172,10 @@ async fn serve(
         let Some(mut req) = read_head(&mut stream, &mut buf).await? else {
             return Ok(());
         };
+        if let Behavior::IgnoreBody(d) = &behavior {
+            tokio::time::sleep(*d).await;
+            return Ok(());
+        }
         req.body_len = read_body(&mut stream, &mut buf, &req).await?;
         if let Ok(mut s) = seen.lock() {
             s.push(req.clone());
@@ -184,6 +193,12 @@ async fn respond(stream: &mut TcpStream, behavior: &Behavior, req: &Seen) -> io:
             let body = format!("hello from {name}: {} {}\n", req.method, req.target);
             write_response(stream, 200, "OK", &[], body.as_bytes()).await?;
         }
+        Behavior::HelloThenClose(name) => {
+            let body = format!("hello from {name}: {} {}\n", req.method, req.target);
+            write_response(stream, 200, "OK", &[], body.as_bytes()).await?;
+            return Ok(false);
+        }
+        Behavior::IgnoreBody(_) => return Ok(false),
         Behavior::Status(code) => {
             let body = format!("the application itself answered {code}\n");
             write_response(

@@ -2,6 +2,8 @@
 //! `Proxy-Status` type, the body for browsers (HTML), API clients
 //! (problem+json) and others (text), the request id, and the access-log line.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::net::SocketAddr;
@@ -353,4 +355,66 @@ async fn invalid_chunked_request_body_is_400_client_body_error() {
     let line = gw.log_line(&r.request_id()).await;
     assert_eq!(line["cause"], "client_body_error");
     assert_eq!(line["side"], "downstream");
+}
+
+#[tokio::test]
+async fn stalled_client_upload_is_408_client_body_timeout() {
+    let up = Upstream::start(Behavior::Sink).await.unwrap();
+    let gw = TestGateway::start(
+        &(upstream("app", &[up.addr], "body_idle_timeout = \"300ms\"") + &route("/", "app")),
+    )
+    .await;
+    let r = common::send_raw(
+        gw.addr,
+        b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\nconnection: close\r\n\r\nonly ten b",
+    )
+    .await;
+    assert_eq!(r.status, 408, "{}", r.text());
+    assert_eq!(r.proxy_error().as_deref(), Some("http_request_error"));
+    let line = gw.log_line(&r.request_id()).await;
+    assert_eq!(line["cause"], "client_body_timeout");
+    assert_eq!(line["side"], "downstream");
+    assert_eq!(line["bytes_in"], 10);
+}
+
+#[tokio::test]
+async fn upstream_that_stops_reading_the_upload_is_504_write_timeout() {
+    let up = Upstream::start(Behavior::IgnoreBody(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    let gw = TestGateway::start(
+        &(upstream("app", &[up.addr], "body_idle_timeout = \"300ms\"") + &route("/", "app")),
+    )
+    .await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    use tokio::io::AsyncWriteExt;
+    let n: u64 = 256 << 20;
+    s.write_all(
+        format!("POST / HTTP/1.1\r\nhost: x\r\ncontent-length: {n}\r\nconnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    let writer = tokio::spawn(async move {
+        let block = vec![0u8; 64 * 1024];
+        // Stops when the gateway stops reading or closes.
+        for _ in 0..(n / block.len() as u64) {
+            if tokio::time::timeout(Duration::from_secs(5), wr.write_all(&block))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    let mut buf = Vec::new();
+    use tokio::io::AsyncReadExt;
+    let _ = tokio::time::timeout(Duration::from_secs(10), rd.read_to_end(&mut buf)).await;
+    writer.abort();
+    let r = common::parse_response(&buf);
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert_eq!(r.proxy_error().as_deref(), Some("connection_write_timeout"));
+    let line = gw.log_line(&r.request_id()).await;
+    assert_eq!(line["cause"], "upstream_write_timeout");
 }

@@ -2,6 +2,8 @@
 //! hop-by-hop removal, request ids, trusted proxies, pooling, bodies both
 //! ways, client timeouts and operator error pages.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::Duration;
@@ -256,4 +258,19 @@ async fn expose_upstream_addresses_when_configured() {
         .header("proxy-status")
         .unwrap()
         .contains(&refused.to_string()));
+}
+
+#[tokio::test]
+async fn upstream_closing_keep_alive_connections_never_yields_502_for_get() {
+    let a = Upstream::start(Behavior::HelloThenClose("a".into()))
+        .await
+        .unwrap();
+    let gw = TestGateway::start(&(upstream("app", &[a.addr], "") + &route("/", "app"))).await;
+    for i in 0..30 {
+        let r = get(gw.addr, "/", &[]).await;
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+        if i % 3 == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
 }

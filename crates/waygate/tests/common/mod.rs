@@ -2,7 +2,7 @@
 //! built from TOML text, a raw HTTP/1.1 client that can tell a complete
 //! response from a truncated one, and access-log lookup by request id.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,0 +1,292 @@
+//! The `waygate` binary as a process: streaming large bodies both ways in
+//! bounded memory, graceful shutdown with a request in flight, and
+//! `waygate check` diagnostics.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use waygate_test_util::{Behavior, Upstream};
+
+const BIN: &str = env!("CARGO_BIN_EXE_waygate");
+
+/// A gateway process; killed if still running when dropped.
+struct Proc {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Proc {
+    /// Runs `waygate run` on a config made of a port-0 listener and `rest`,
+    /// and waits for its "listening" log line to learn the port.
+    fn start(rest: &str, workers: usize) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("waygate.toml");
+        let log = dir.path().join("access.log");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[[listener]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n\n[access_log]\ntarget = \"{}\"\n\n{rest}",
+                log.display()
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(BIN)
+            .args(["--log-format", "json", "run", "--config"])
+            .arg(&cfg)
+            .args(["--workers", &workers.to_string()])
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn waygate");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let addr = loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(20))
+                .expect("waygate starts and logs its address");
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if v["fields"]["message"] == "listening" {
+                break v["fields"]["addr"].as_str().unwrap().parse().unwrap();
+            }
+        };
+        Self {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Peak resident memory (VmHWM) in KiB.
+    fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/<pid>/status")
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.pid().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    }
+
+    /// Waits up to `d` for the process to exit.
+    fn wait_exit(&mut self, d: Duration) -> Option<std::process::ExitStatus> {
+        let step = Duration::from_millis(20);
+        for _ in 0..=(d.as_millis() / step.as_millis()) {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return Some(st);
+            }
+            std::thread::sleep(step);
+        }
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn stream_bytes() -> u64 {
+    std::env::var("WAYGATE_STREAM_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1 << 30)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bodies_stream_both_ways_in_bounded_memory() {
+    let n = stream_bytes();
+    let source = Upstream::start(Behavior::Source(n)).await.unwrap();
+    let sink = Upstream::start(Behavior::Sink).await.unwrap();
+    let gw = Proc::start(
+        &format!(
+            "[upstream.source]\nservers = [\"{}\"]\n\n[upstream.sink]\nservers = [\"{}\"]\n\n\
+             [[route]]\npath_prefix = \"/down\"\nupstream = \"source\"\n\n[[route]]\npath_prefix = \"/up\"\nupstream = \"sink\"\n",
+            source.addr, sink.addr
+        ),
+        2,
+    );
+    let baseline = gw.peak_rss_kib();
+
+    // Download: count the bytes, never hold them.
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"GET /down HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    let download = async {
+        loop {
+            let k = s.read(&mut buf).await.unwrap();
+            if k == 0 {
+                break;
+            }
+            total += k as u64;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(240), download)
+        .await
+        .expect("download in time");
+    let head_len = total - n;
+    assert!(
+        head_len < 1024,
+        "the whole body arrived (got {total} bytes for a {n}-byte body)"
+    );
+
+    // Upload with Content-Length.
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(
+        format!("POST /up HTTP/1.1\r\nhost: x\r\ncontent-length: {n}\r\nconnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let block = vec![b'y'; 256 * 1024];
+    let upload = async {
+        let mut left = n;
+        while left > 0 {
+            let k = left.min(block.len() as u64) as usize;
+            s.write_all(&block[..k]).await.unwrap();
+            left -= k as u64;
+        }
+        common::read_response(&mut s).await
+    };
+    let r = tokio::time::timeout(Duration::from_secs(240), upload)
+        .await
+        .expect("upload in time");
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.text(),
+        format!("{n}\n"),
+        "the upstream received every byte"
+    );
+
+    let peak = gw.peak_rss_kib();
+    eprintln!("streamed {n} bytes each way; gateway peak RSS {peak} KiB (baseline {baseline} KiB)");
+    assert!(
+        peak < baseline + 64 * 1024,
+        "memory must stay bounded: peak {peak} KiB vs baseline {baseline} KiB after {n} bytes each way"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_requests_then_exits_zero() {
+    let slow = Upstream::start(Behavior::SlowHead(Duration::from_millis(800)))
+        .await
+        .unwrap();
+    let mut gw = Proc::start(
+        &format!(
+            "[upstream.app]\nservers = [\"{}\"]\n\n[[route]]\nupstream = \"app\"\n",
+            slow.addr
+        ),
+        1,
+    );
+    let addr = gw.addr;
+    let in_flight = tokio::spawn(async move { common::get(addr, "/", &[]).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    gw.signal("-TERM");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "no new connections are accepted while draining"
+    );
+    let r = in_flight.await.unwrap();
+    assert_eq!(r.status, 200, "the in-flight request finished");
+    assert_eq!(r.text(), "finally\n");
+    let status = tokio::task::spawn_blocking(move || gw.wait_exit(Duration::from_secs(10)))
+        .await
+        .unwrap()
+        .expect("exited after draining");
+    assert!(
+        status.success(),
+        "exit 0 after a graceful drain, got {status:?}"
+    );
+}
+
+#[test]
+fn check_reports_line_and_column_and_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/waygate.toml"),
+        &good,
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let bad = dir.path().join("bad.toml");
+    let text = std::fs::read_to_string(&good)
+        .unwrap()
+        .replace("upstream = \"app\"", "upstream = \"ap\"");
+    std::fs::write(&bad, text).unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("bad.toml:14:12: error: upstream `ap` referenced by route 2 is not defined; did you mean `app`?"),
+        "{stderr}"
+    );
+
+    let out = Command::new(BIN)
+        .args(["check", "--format", "json", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["valid"], false);
+    assert_eq!(v["errors"][0]["line"], 14);
+    assert_eq!(v["errors"][0]["column"], 12);
+
+    // `run` refuses an invalid config with the same message.
+    let out = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("did you mean `app`?"));
+
+    let out = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("waygate "));
+}

@@ -48,6 +48,7 @@ pub(crate) fn initial_record(
     rt: &Runtime,
     conn: &ConnInfo,
     req: &Request<Incoming>,
+    id: &RequestId,
 ) -> AccessRecord {
     let host = req
         .uri()
@@ -60,6 +61,7 @@ pub(crate) fn initial_record(
         .unwrap_or("");
     AccessRecord {
         time: waygate_telemetry::rfc3339_millis(SystemTime::now()),
+        request_id: id.as_str().to_owned(),
         listener: rt.listeners[conn.listener].name.to_string(),
         client: conn.peer.to_string(),
         method: req.method().as_str().to_owned(),
@@ -76,10 +78,9 @@ pub(crate) async fn handle(
     rt: Arc<Runtime>,
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
+    id: RequestId,
     mut finish: Box<Finish>,
 ) -> Response<ProxyBody> {
-    let id = request_id(&rt, &conn, &req);
-    finish.rec.request_id = id.as_str().to_owned();
     let accept = req.headers().get(header::ACCEPT).cloned();
     let mut target = Target::default();
     match forward(&rt, &conn, req, &id, &mut finish, &mut target).await {
@@ -118,7 +119,7 @@ fn public_detail(cause: Cause, t: &Target) -> String {
 
 /// The client's `X-Request-Id` if it is a trusted proxy and the id is
 /// well-formed; a fresh one otherwise.
-fn request_id(rt: &Runtime, conn: &ConnInfo, req: &Request<Incoming>) -> RequestId {
+pub(crate) fn request_id(rt: &Runtime, conn: &ConnInfo, req: &Request<Incoming>) -> RequestId {
     if conn.trusted {
         if let Some(id) = req
             .headers()

@@ -182,14 +182,15 @@ impl hyper::service::Service<Request<Incoming>> for GatewayService {
         // The record (and the in-flight count) starts here, synchronously,
         // so a request whose future is dropped unpolled is still logged.
         let start = Instant::now();
+        let id = forward::request_id(&self.rt, &self.conn, &req);
         let finish = Finish::new(
-            forward::initial_record(&self.rt, &self.conn, &req),
+            forward::initial_record(&self.rt, &self.conn, &req, &id),
             start,
             self.rt.access_log.clone(),
             self.conn.shared.clone(),
         );
         let rt = self.rt.clone();
         let conn = self.conn.clone();
-        Box::pin(async move { Ok(forward::handle(rt, conn, req, Box::new(finish)).await) })
+        Box::pin(async move { Ok(forward::handle(rt, conn, req, id, Box::new(finish)).await) })
     }
 }

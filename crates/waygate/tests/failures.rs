@@ -337,6 +337,11 @@ async fn client_gone_before_response_is_logged_as_499() {
     }
     let line = found.expect("a log line for the abandoned request");
     assert_eq!(line["status"], 499);
+    assert_eq!(
+        line["request_id"].as_str().map(str::len),
+        Some(20),
+        "the id is known from the start"
+    );
     assert_eq!(line["cause"], "client_closed");
     assert_eq!(line["side"], "downstream");
 }

@@ -14,8 +14,10 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default for `body_idle_timeout`.
 pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Default for `pool_idle_timeout`.
-pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default for `pool_idle_timeout`: below the 5 s keep-alive timeout of
+/// Node.js, Apache httpd and uvicorn, so the gateway closes an idle
+/// connection before the server does (the keep-alive race).
+pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 /// Default for `pool_max_idle`.
 pub const DEFAULT_POOL_MAX_IDLE: usize = 256;
 /// Default for `max_response_header_size` (hyper's own floor is 8 KiB).
@@ -94,10 +96,39 @@ pub enum HostMatch {
     Suffix(String),
 }
 
+/// Default `hash_balance_factor`.
+pub const DEFAULT_HASH_BALANCE_FACTOR: f64 = 1.25;
+/// Default health check interval, timeout, rise and fall.
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+pub const DEFAULT_HEALTH_RISE: u32 = 2;
+pub const DEFAULT_HEALTH_FALL: u32 = 3;
+/// Default outlier detection.
+pub const DEFAULT_CONSECUTIVE_FAILURES: u32 = 5;
+pub const DEFAULT_BASE_EJECTION: Duration = Duration::from_secs(10);
+pub const DEFAULT_MAX_EJECTION: Duration = Duration::from_secs(300);
+pub const DEFAULT_MAX_EJECTION_PERCENT: u32 = 50;
+pub const DEFAULT_PANIC_THRESHOLD: u32 = 50;
+/// Default retries.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 2;
+pub const DEFAULT_BACKOFF_BASE: Duration = Duration::from_millis(25);
+pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_millis(250);
+pub const DEFAULT_BUDGET_PERCENT: u32 = 20;
+pub const DEFAULT_BUDGET_MIN_PER_SECOND: u32 = 10;
+pub const DEFAULT_MAX_REPLAY_BODY: usize = 64 * 1024;
+/// Default `max_pending` when `max_connections` is set.
+pub const DEFAULT_MAX_PENDING: u32 = 1024;
+
 #[derive(Debug, Clone)]
 pub struct UpstreamConfig {
     pub name: String,
-    pub servers: Vec<ServerAddr>,
+    pub servers: Vec<ServerConfig>,
+    pub balance: Balance,
+    pub slow_start: Option<Duration>,
+    pub health_check: Option<HealthCheckConfig>,
+    pub outlier: OutlierConfig,
+    pub retry: RetryConfig,
+    pub limits: LimitsConfig,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
     pub body_idle_timeout: Duration,
@@ -105,6 +136,82 @@ pub struct UpstreamConfig {
     pub pool_max_idle: usize,
     pub max_response_header_size: usize,
     pub head_hold: Duration,
+}
+
+/// One server of an upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    pub addr: ServerAddr,
+    /// 1..=1000.
+    pub weight: u32,
+}
+
+/// The balancing policy of an upstream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Balance {
+    RoundRobin,
+    LeastRequest,
+    Ewma,
+    Random,
+    Hash { key: HashKey, balance_factor: f64 },
+}
+
+/// What the `hash` policy hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    ClientIp,
+    Path,
+    /// Lowercase header name.
+    Header(String),
+    Cookie(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct HealthCheckConfig {
+    pub kind: HealthCheckKind,
+    pub interval: Duration,
+    pub jitter: Duration,
+    pub timeout: Duration,
+    /// Inclusive ranges of healthy statuses.
+    pub expected_statuses: Vec<(u16, u16)>,
+    pub rise: u32,
+    pub fall: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthCheckKind {
+    Http { path: String, host: Option<String> },
+    Tcp,
+}
+
+#[derive(Debug, Clone)]
+pub struct OutlierConfig {
+    /// 0 disables passive ejection.
+    pub consecutive_failures: u32,
+    pub base_ejection_time: Duration,
+    pub max_ejection_time: Duration,
+    pub max_ejection_percent: u32,
+    /// 0 disables panic mode.
+    pub panic_threshold: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct RetryConfig {
+    pub max_attempts: u32,
+    pub per_try_timeout: Option<Duration>,
+    pub on_statuses: Vec<u16>,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    pub budget_percent: u32,
+    pub budget_min_per_second: u32,
+    pub max_replay_body: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct LimitsConfig {
+    pub max_connections: Option<u32>,
+    pub max_requests: Option<u32>,
+    pub max_pending: u32,
 }
 
 /// A server as configured: a host (IP or DNS name) and a port.
@@ -118,6 +225,30 @@ pub struct ServerAddr {
 pub struct ErrorPage {
     pub path: PathBuf,
     pub template: String,
+}
+
+// === impl HealthCheckConfig ===
+
+impl HealthCheckConfig {
+    pub fn is_expected(&self, status: u16) -> bool {
+        self.expected_statuses
+            .iter()
+            .any(|(lo, hi)| (*lo..=*hi).contains(&status))
+    }
+}
+
+// === impl Balance ===
+
+impl Balance {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Balance::RoundRobin => "round_robin",
+            Balance::LeastRequest => "least_request",
+            Balance::Ewma => "ewma",
+            Balance::Random => "random",
+            Balance::Hash { .. } => "hash",
+        }
+    }
 }
 
 // === impl HostMatch ===

@@ -95,8 +95,27 @@ pub struct RawRoute {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawUpstream {
-    /// `host:port` of each server (IP or DNS name).
+    /// `host:port` of each server (IP or DNS name), optionally followed by
+    /// ` weight=N` (1 to 1000, default 1).
     pub servers: Spanned<Vec<Spanned<String>>>,
+    /// Balancing policy: `ewma` (default), `round_robin`, `least_request`, `hash`, `random`.
+    pub balance: Option<Spanned<String>>,
+    /// What `hash` balancing hashes: `client_ip` (default), `path`,
+    /// `header:<name>` or `cookie:<name>`.
+    pub hash_key: Option<Spanned<String>>,
+    /// Bounded load for `hash`: no server takes more than this factor times
+    /// the average in-flight load (default 1.25).
+    pub hash_balance_factor: Option<Spanned<f64>>,
+    /// Window over which a server that becomes healthy ramps up to its full share.
+    pub slow_start: Option<Duration>,
+    /// Active health checks.
+    pub health_check: Option<Spanned<RawHealthCheck>>,
+    /// Passive health: eject servers that keep failing.
+    pub outlier_detection: Option<RawOutlier>,
+    /// Retries on another server.
+    pub retry: Option<RawRetry>,
+    /// Circuit-breaking limits for the whole upstream.
+    pub limits: Option<RawLimits>,
     /// Longest time to establish a TCP connection (including DNS).
     pub connect_timeout: Option<Spanned<Duration>>,
     /// Longest time from the end of the request to the response head.
@@ -112,4 +131,76 @@ pub struct RawUpstream {
     /// How long to wait for the first body bytes before committing the
     /// response head, so a body broken from its first byte becomes a 502.
     pub head_hold: Option<Duration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    /// `http` (default) or `tcp` (connect only).
+    #[serde(rename = "type")]
+    pub kind: Option<Spanned<String>>,
+    /// Path of the HTTP GET (default `/`).
+    pub path: Option<Spanned<String>>,
+    /// Host header of the check (default: the server's address).
+    pub host: Option<String>,
+    /// Time between checks of one server (default 5s).
+    pub interval: Option<Spanned<Duration>>,
+    /// Random extra delay added to each interval, up to this (default 10% of interval).
+    pub jitter: Option<Duration>,
+    /// Longest time for one check (default 2s).
+    pub timeout: Option<Spanned<Duration>>,
+    /// Statuses that count as healthy: numbers or "200-399" ranges (default ["200-399"]).
+    pub expected_statuses: Option<Vec<Spanned<toml::Value>>>,
+    /// Consecutive successes to become healthy (default 2).
+    pub rise: Option<Spanned<u32>>,
+    /// Consecutive failures to become unhealthy (default 3).
+    pub fall: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutlier {
+    /// Consecutive failures (connect errors, timeouts, 5xx) that eject a server (default 5; 0 disables).
+    pub consecutive_failures: Option<u32>,
+    /// First ejection time; doubles with each repeated ejection (default 10s).
+    pub base_ejection_time: Option<Duration>,
+    /// Longest ejection (default 5m).
+    pub max_ejection_time: Option<Duration>,
+    /// Most servers (percent) that passive detection may eject at once (default 50).
+    pub max_ejection_percent: Option<Spanned<u32>>,
+    /// Below this percentage of available servers, panic mode spreads load
+    /// over every enabled server (default 50; 0 disables).
+    pub panic_threshold: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    /// Most attempts per request, the first included (default 2; 1 disables retries).
+    pub max_attempts: Option<Spanned<u32>>,
+    /// Time limit of each attempt's response head (default: the response timeout).
+    pub per_try_timeout: Option<Duration>,
+    /// Upstream statuses that are retried for idempotent requests (default [502, 503, 504]).
+    pub on_statuses: Option<Vec<Spanned<u16>>>,
+    /// First back-off before a retry; doubles per retry, with full jitter (default 25ms).
+    pub backoff_base: Option<Duration>,
+    /// Longest back-off (default 250ms).
+    pub backoff_max: Option<Duration>,
+    /// Retries may add at most this percentage to the request rate (default 20).
+    pub budget_percent: Option<Spanned<u32>>,
+    /// Retries always allowed per second regardless of the percentage (default 10).
+    pub budget_min_per_second: Option<u32>,
+    /// Largest request body kept in memory so it can be replayed (default 65536).
+    pub max_replay_body: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// Most open connections to the upstream's servers together.
+    pub max_connections: Option<Spanned<u32>>,
+    /// Most requests in flight to the upstream.
+    pub max_requests: Option<Spanned<u32>>,
+    /// Most requests waiting for a connection when `max_connections` is reached.
+    pub max_pending: Option<u32>,
 }

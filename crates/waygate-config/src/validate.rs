@@ -2,7 +2,7 @@
 //! first) and the warnings. Cross-references are resolved here, with a "did
 //! you mean" hint for misspelled names.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::path::Path;
@@ -223,34 +223,7 @@ impl Ctx<'_> {
         let mut out = Vec::new();
         for (name, u) in raw {
             let u = u.get_ref();
-            let mut servers = Vec::new();
-            let mut seen = HashSet::new();
-            for s in u.servers.get_ref() {
-                match parse_server(s.get_ref()) {
-                    Ok(addr) => {
-                        if !seen.insert(addr.clone()) {
-                            self.error(
-                                s.span(),
-                                format!("server `{addr}` is listed twice in upstream `{}`", name.get_ref()),
-                                Some("use a weight instead of listing a server twice (issue #3)".into()),
-                            );
-                        }
-                        servers.push(addr);
-                    }
-                    Err(why) => self.error(
-                        s.span(),
-                        format!("server `{}` in upstream `{}` {why}", s.get_ref(), name.get_ref()),
-                        Some("write `host:port`, e.g. \"127.0.0.1:9001\", \"app.internal:80\" or \"[::1]:9001\"".into()),
-                    ),
-                }
-            }
-            if u.servers.get_ref().is_empty() {
-                self.warn(
-                    u.servers.span(),
-                    format!("upstream `{}` has no servers: every request routed to it gets 503 no_server_available", name.get_ref()),
-                    None,
-                );
-            }
+            let servers = self.servers(name, u);
             let connect_timeout = self.timeout(
                 &u.connect_timeout,
                 "connect_timeout",
@@ -278,9 +251,20 @@ impl Ctx<'_> {
                     DEFAULT_MAX_RESPONSE_HEADER_SIZE
                 }
             };
+            let balance = self.balance(u);
+            let health_check = u.health_check.as_ref().and_then(|h| self.health_check(h));
+            let outlier = self.outlier(u.outlier_detection.as_ref());
+            let retry = self.retry(u.retry.as_ref());
+            let limits = self.limits(u.limits.as_ref());
             out.push(UpstreamConfig {
                 name: name.get_ref().clone(),
                 servers,
+                balance,
+                slow_start: u.slow_start.map(|d| d.0).filter(|d| !d.is_zero()),
+                health_check,
+                outlier,
+                retry,
+                limits,
                 connect_timeout,
                 response_timeout,
                 body_idle_timeout,
@@ -485,6 +469,30 @@ impl Ctx<'_> {
     }
 }
 
+/// Parses `host:port weight=N` (the weight is optional).
+pub(crate) fn parse_server_entry(s: &str) -> Result<ServerConfig, String> {
+    let mut parts = s.split_whitespace();
+    let addr = parse_server(parts.next().ok_or_else(|| "is empty".to_owned())?)?;
+    let mut weight = 1;
+    for opt in parts {
+        match opt.split_once('=') {
+            Some(("weight", v)) => {
+                weight = v
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|w| (1..=1000).contains(w))
+                    .ok_or_else(|| format!("has an invalid weight `{v}`; expected 1 to 1000"))?;
+            }
+            _ => {
+                return Err(format!(
+                    "has an unknown option `{opt}`; expected `weight=N`"
+                ))
+            }
+        }
+    }
+    Ok(ServerConfig { addr, weight })
+}
+
 /// Parses `host:port`, `ip:port` or `[ipv6]:port`.
 pub(crate) fn parse_server(s: &str) -> Result<ServerAddr, String> {
     if let Ok(sa) = s.parse::<SocketAddr>() {
@@ -537,6 +545,8 @@ pub(crate) fn parse_host_match(s: &str) -> Result<HostMatch, String> {
         HostMatch::Exact(rest.to_owned())
     })
 }
+
+mod upstream;
 
 #[cfg(test)]
 mod tests;

@@ -17,6 +17,8 @@ pub enum Cause {
     NoRoute,
     /// The upstream has no server that can take the request.
     NoServerAvailable,
+    /// The upstream's limits (requests in flight, connections, pending) are reached.
+    UpstreamLimitReached,
     /// The server's host name could not be resolved.
     DnsError,
     /// Resolving the server's host name took longer than the connect timeout.
@@ -29,6 +31,9 @@ pub enum Cause {
     ConnectFailed,
     /// The server reset the connection before a complete response head.
     UpstreamReset,
+    /// A reused keep-alive connection was closed by the server while the
+    /// request was being sent (the keep-alive race).
+    PooledConnectionClosed,
     /// The server closed the connection before a complete response head.
     UpstreamClosed,
     /// No response head within the response timeout.
@@ -77,12 +82,14 @@ impl Cause {
     pub const ALL: &'static [Cause] = &[
         Cause::NoRoute,
         Cause::NoServerAvailable,
+        Cause::UpstreamLimitReached,
         Cause::DnsError,
         Cause::DnsTimeout,
         Cause::ConnectionRefused,
         Cause::ConnectTimeout,
         Cause::ConnectFailed,
         Cause::UpstreamReset,
+        Cause::PooledConnectionClosed,
         Cause::UpstreamClosed,
         Cause::ResponseTimeout,
         Cause::ResponseProtocolError,
@@ -103,12 +110,14 @@ impl Cause {
         match self {
             Cause::NoRoute => "no_route",
             Cause::NoServerAvailable => "no_server_available",
+            Cause::UpstreamLimitReached => "upstream_limit_reached",
             Cause::DnsError => "dns_error",
             Cause::DnsTimeout => "dns_timeout",
             Cause::ConnectionRefused => "connection_refused",
             Cause::ConnectTimeout => "connect_timeout",
             Cause::ConnectFailed => "connect_failed",
             Cause::UpstreamReset => "upstream_reset",
+            Cause::PooledConnectionClosed => "pooled_connection_closed",
             Cause::UpstreamClosed => "upstream_closed",
             Cause::ResponseTimeout => "response_timeout",
             Cause::ResponseProtocolError => "response_protocol_error",
@@ -130,11 +139,12 @@ impl Cause {
     pub fn status(self) -> u16 {
         match self {
             Cause::NoRoute => 404,
-            Cause::NoServerAvailable => 503,
+            Cause::NoServerAvailable | Cause::UpstreamLimitReached => 503,
             Cause::DnsError
             | Cause::ConnectionRefused
             | Cause::ConnectFailed
             | Cause::UpstreamReset
+            | Cause::PooledConnectionClosed
             | Cause::UpstreamClosed
             | Cause::ResponseProtocolError
             | Cause::ResponseHeadersTooLarge
@@ -158,12 +168,13 @@ impl Cause {
         match self {
             Cause::NoRoute => "destination_not_found",
             Cause::NoServerAvailable => "destination_unavailable",
+            Cause::UpstreamLimitReached => "connection_limit_reached",
             Cause::DnsError => "dns_error",
             Cause::DnsTimeout => "dns_timeout",
             Cause::ConnectionRefused => "connection_refused",
             Cause::ConnectTimeout => "connection_timeout",
             Cause::ConnectFailed => "destination_ip_unroutable",
-            Cause::UpstreamReset => "connection_terminated",
+            Cause::UpstreamReset | Cause::PooledConnectionClosed => "connection_terminated",
             Cause::UpstreamClosed | Cause::ResponseBodyTruncated => "http_response_incomplete",
             Cause::ResponseTimeout => "http_response_timeout",
             Cause::ResponseProtocolError
@@ -192,11 +203,15 @@ impl Cause {
     pub fn title(self) -> &'static str {
         match self {
             Cause::NoRoute => "Not found",
-            Cause::NoServerAvailable => "Service temporarily unavailable",
+            Cause::NoServerAvailable | Cause::UpstreamLimitReached => {
+                "Service temporarily unavailable"
+            }
             Cause::DnsError | Cause::DnsTimeout => "The service's address could not be found",
             Cause::ConnectionRefused | Cause::ConnectFailed => "The service is not reachable",
             Cause::ConnectTimeout => "The service did not answer in time",
-            Cause::UpstreamReset | Cause::UpstreamClosed => "The service hung up",
+            Cause::UpstreamReset | Cause::PooledConnectionClosed | Cause::UpstreamClosed => {
+                "The service hung up"
+            }
             Cause::ResponseTimeout | Cause::ResponseBodyTimeout | Cause::UpstreamWriteTimeout => {
                 "The service took too long"
             }
@@ -220,6 +235,9 @@ impl Cause {
             Cause::NoServerAvailable => {
                 "Every server of this service is unavailable right now, so the gateway did not forward your request."
             }
+            Cause::UpstreamLimitReached => {
+                "This service is handling as many requests as it safely can, so the gateway did not forward yours."
+            }
             Cause::DnsError => {
                 "The gateway could not look up the address of the server behind this service."
             }
@@ -235,6 +253,9 @@ impl Cause {
             Cause::ConnectFailed => "The server behind this service could not be reached over the network.",
             Cause::UpstreamReset => {
                 "The server behind this service reset the connection before answering."
+            }
+            Cause::PooledConnectionClosed => {
+                "The server behind this service closed a reused connection while your request was being sent."
             }
             Cause::UpstreamClosed => {
                 "The server behind this service closed the connection before answering."
@@ -281,6 +302,10 @@ impl Cause {
                 "Check that the upstream lists at least one server.",
                 "Check why its servers are unavailable (health, ejection) and bring one back.",
             ],
+            Cause::UpstreamLimitReached => &[
+                "The upstream's `[upstream.<name>.limits]` are reached: is the service slower than usual, or is traffic higher?",
+                "Raise `max_requests` / `max_connections` if the servers can take more.",
+            ],
             Cause::DnsError => &[
                 "Check the spelling of the server's host name in the upstream's `servers`.",
                 "Check the resolver configuration (/etc/resolv.conf) of the gateway's host.",
@@ -305,6 +330,10 @@ impl Cause {
             Cause::UpstreamReset => &[
                 "Did the application crash or restart while handling the request? Check its logs.",
                 "Is the application's keep-alive timeout shorter than the gateway's `pool_idle_timeout`?",
+            ],
+            Cause::PooledConnectionClosed => &[
+                "The keep-alive race: lower the upstream's `pool_idle_timeout` below the application's keep-alive timeout.",
+                "Only non-idempotent requests whose bytes were already sent end like this; others are retried.",
             ],
             Cause::UpstreamClosed => &[
                 "Did the application crash or exit while handling the request? Check its logs.",
@@ -371,6 +400,7 @@ impl Cause {
     pub fn retry_after(self) -> Option<u32> {
         match self {
             Cause::NoServerAvailable => Some(5),
+            Cause::UpstreamLimitReached => Some(1),
             _ => None,
         }
     }

@@ -8,6 +8,7 @@
 //!   request's [`Finish`], so the access-log line is written when the body
 //!   ends, fails or is dropped, with what really happened.
 
+use std::collections::VecDeque;
 use std::error::Error as StdError;
 use std::future::Future;
 use std::pin::Pin;
@@ -55,7 +56,15 @@ pub(crate) struct Upload {
 #[derive(Debug)]
 pub(crate) enum UpstreamBody {
     Empty,
-    Stream { body: Incoming, upload: Arc<Upload> },
+    /// Received completely before sending: can be replayed on a retry.
+    Full(Option<Bytes>),
+    /// Streamed from the client; `prefix` holds what was read while trying
+    /// to buffer it for replay.
+    Stream {
+        prefix: VecDeque<Bytes>,
+        body: Incoming,
+        upload: Arc<Upload>,
+    },
 }
 
 /// How a request ended, for the access log.
@@ -78,6 +87,10 @@ pub(crate) struct Finish {
     log: AccessLog,
     conn: Arc<ConnShared>,
     pub(crate) upload: Option<Arc<Upload>>,
+    /// Counts the request in flight on its server and its upstream until
+    /// the response is over.
+    pub(crate) in_flight: Option<waygate_upstream::InFlight>,
+    pub(crate) permit: Option<waygate_resilience::RequestPermit>,
     state: State,
 }
 
@@ -175,7 +188,19 @@ impl Body for UpstreamBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let (body, upload) = match self.get_mut() {
             UpstreamBody::Empty => return Poll::Ready(None),
-            UpstreamBody::Stream { body, upload } => (body, upload),
+            UpstreamBody::Full(data) => {
+                return Poll::Ready(data.take().map(|d| Ok(Frame::data(d))))
+            }
+            UpstreamBody::Stream {
+                prefix,
+                body,
+                upload,
+            } => {
+                if let Some(chunk) = prefix.pop_front() {
+                    return Poll::Ready(Some(Ok(Frame::data(chunk))));
+                }
+                (body, upload)
+            }
         };
         match Pin::new(&mut *body).poll_frame(cx) {
             Poll::Pending => {
@@ -216,14 +241,25 @@ impl Body for UpstreamBody {
     fn is_end_stream(&self) -> bool {
         match self {
             UpstreamBody::Empty => true,
-            UpstreamBody::Stream { body, .. } => body.is_end_stream(),
+            UpstreamBody::Full(d) => d.is_none(),
+            UpstreamBody::Stream { prefix, body, .. } => prefix.is_empty() && body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             UpstreamBody::Empty => SizeHint::with_exact(0),
-            UpstreamBody::Stream { body, .. } => body.size_hint(),
+            UpstreamBody::Full(d) => SizeHint::with_exact(d.as_ref().map_or(0, |d| d.len() as u64)),
+            UpstreamBody::Stream { prefix, body, .. } => {
+                let first: u64 = prefix.iter().map(|b| b.len() as u64).sum();
+                let hint = body.size_hint();
+                let mut out = SizeHint::new();
+                out.set_lower(hint.lower() + first);
+                if let Some(upper) = hint.upper() {
+                    out.set_upper(upper + first);
+                }
+                out
+            }
         }
     }
 }
@@ -244,8 +280,15 @@ impl Finish {
             log,
             conn,
             upload: None,
+            in_flight: None,
+            permit: None,
             state: State::Waiting,
         }
+    }
+
+    /// Records bytes of the request body received before sending it.
+    pub(crate) fn add_bytes_in(&mut self, n: u64) {
+        self.rec.bytes_in += n;
     }
 
     /// Records the response head about to be sent.
@@ -298,7 +341,7 @@ impl Drop for Finish {
             State::Done => {}
         }
         if let Some(u) = &self.upload {
-            self.rec.bytes_in = u.bytes();
+            self.rec.bytes_in += u.bytes();
         }
         self.rec.duration_ms = ms(self.start.elapsed());
         self.log.log(&self.rec);

@@ -1,15 +1,16 @@
 //! The forwarder: one request from route to response, top to bottom.
 //!
 //! ```text
-//! request id → route → pick server → build upstream request
-//!   → attempt (pooled or fresh conn → send under timeouts → classify)
+//! request id → route → admit (upstream limits) → prepare request and body
+//!   → loop: pick server → attempt (pooled or fresh conn → send under timeouts → classify)
+//!           → passive health → retry decision (safe? budget? back-off)
 //!   → check framing → hold for the first body bytes → stream, or render the error
 //! ```
 //! Every failure becomes a [`GatewayError`] with its [`Cause`] where it is
 //! first seen; [`handle`] renders it and records it in the access log.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use http::header::{self, HeaderValue};
 use http::request::Parts;
@@ -17,14 +18,16 @@ use http::{Method, Request, Response, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use tokio::time::Instant;
+use waygate_config::HashKey;
 use waygate_core::{Cause, GatewayError, RequestId, Side};
 use waygate_telemetry::AccessRecord;
+use waygate_upstream::{Outcome, Pick, ServerSet};
 
-use crate::body::{ms, Finish, ProxyBody, Streaming, Upload, UpstreamBody};
+use crate::attempt::{self, Failure, RequestBody};
+use crate::body::{ms, Finish, ProxyBody, Streaming};
 use crate::classify;
 use crate::headers::{self, X_REQUEST_ID};
-use crate::pool::{PooledConn, Server};
+use crate::pool::{self, PooledConn};
 use crate::respond::ErrorReport;
 use crate::router::route_host;
 use crate::runtime::{Runtime, Upstream};
@@ -156,37 +159,222 @@ async fn forward(
     finish.rec.upstream = Some(upstream.name.to_string());
     target.upstream = Some(upstream.name.clone());
 
-    // Pick a server.
-    let (index, server) = upstream.pick().ok_or_else(|| {
-        GatewayError::new(
+    // Admit.
+    if upstream.set.is_empty() {
+        return Err(GatewayError::new(
             Cause::NoServerAvailable,
             format!("upstream {} has no servers", upstream.name),
+        ));
+    }
+    let permit = upstream.limits.admit().ok_or_else(|| {
+        GatewayError::new(
+            Cause::UpstreamLimitReached,
+            format!("upstream {} has reached max_requests", upstream.name),
         )
     })?;
-    target.server = Some(index);
-    finish.rec.upstream_server = Some(server.label.to_string());
+    finish.permit = Some(permit);
 
-    // Build the upstream request.
+    // Prepare the request and its body.
+    let key = upstream.hash_key.as_ref().map(|k| hash_key(k, conn, &req));
     let (mut parts, body) = req.into_parts();
     prepare_request(rt, conn, &mut parts, id);
-    let (body, upload) = if body.is_end_stream() {
-        (UpstreamBody::Empty, None)
-    } else {
-        let upload = Arc::new(Upload::new(finish.start));
-        finish.upload = Some(upload.clone());
-        (
-            UpstreamBody::Stream {
-                body,
-                upload: upload.clone(),
-            },
-            Some(upload),
-        )
-    };
+    let mut body = RequestBody::prepare(body, upstream, finish).await?;
+    let idempotent = is_idempotent(&parts.method);
+    upstream.budget.deposit(waygate_upstream::now_ms());
 
-    let (resp, pooled) = attempt(upstream, server, parts, body, upload.as_deref(), finish).await?;
-    finish.rec.upstream_status = Some(resp.status().as_u16());
-    finish.rec.first_byte_ms = Some(ms(finish.start.elapsed()));
-    respond(rt, upstream, resp, pooled, id).await
+    // Attempts.
+    let mut tried: Vec<usize> = Vec::new();
+    loop {
+        let pick = upstream.set.pick(key, &tried).ok_or_else(|| {
+            GatewayError::new(
+                Cause::NoServerAvailable,
+                format!("no server of upstream {} is available", upstream.name),
+            )
+        })?;
+        let index = pick.server.index;
+        tried.push(index);
+        target.server = Some(index);
+        finish.rec.upstream_server = Some(pick.server.label.to_string());
+        let more = tried.len() < upstream.retry.max_attempts as usize;
+        let in_flight = pick.server.start();
+        let result = attempt::run(upstream, &pick, &mut parts, &mut body, more, finish).await;
+        in_flight.observe();
+        match result {
+            Ok((resp, conn)) => {
+                let status = resp.status().as_u16();
+                let failed = status >= 500;
+                upstream.set.record(
+                    &pick.server,
+                    if failed {
+                        Outcome::Failure
+                    } else {
+                        Outcome::Success
+                    },
+                );
+                finish.rec.upstream_status = Some(status);
+                finish.rec.first_byte_ms = Some(ms(finish.start.elapsed()));
+                if upstream.retry.on_statuses.contains(&status) {
+                    let why = format!("status {status}");
+                    match retry_decision(
+                        upstream,
+                        tried.len(),
+                        true,
+                        idempotent,
+                        &body,
+                        &why,
+                        &parts.method,
+                    ) {
+                        Ok(reason) => {
+                            finish.rec.retry = Some(reason);
+                            conn.close();
+                            backoff(upstream, tried.len()).await;
+                            continue;
+                        }
+                        Err(reason) => finish.rec.retry = Some(reason),
+                    }
+                }
+                finish.in_flight = Some(in_flight);
+                return respond(rt, upstream, resp, conn, id, &pick).await;
+            }
+            Err(Failure { err, sent }) => {
+                let outcome = match err.cause.side() {
+                    Side::Downstream => Outcome::Neutral,
+                    _ if err.cause == Cause::UpstreamLimitReached => Outcome::Neutral,
+                    _ => Outcome::Failure,
+                };
+                upstream.set.record(&pick.server, outcome);
+                if err.cause.side() == Side::Downstream || err.cause == Cause::UpstreamLimitReached
+                {
+                    return Err(err);
+                }
+                match retry_decision(
+                    upstream,
+                    tried.len(),
+                    sent,
+                    idempotent,
+                    &body,
+                    err.cause.name(),
+                    &parts.method,
+                )
+                .and_then(|ok| retryable_cause(err.cause, sent).map(|()| ok))
+                {
+                    Ok(reason) => {
+                        tracing::debug!(server = %pick.server.label, cause = err.cause.name(), "{reason}");
+                        finish.rec.retry = Some(reason);
+                        backoff(upstream, tried.len()).await;
+                    }
+                    Err(reason) => {
+                        finish.rec.retry = Some(reason);
+                        return Err(err);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Whether a failure with `cause` may be retried: anything that happened
+/// before the request was sent; after that only failures that say nothing
+/// about the request itself (reset, closed, timed out).
+fn retryable_cause(cause: Cause, sent: bool) -> Result<(), String> {
+    let ok = !sent
+        || matches!(
+            cause,
+            Cause::UpstreamReset
+                | Cause::UpstreamClosed
+                | Cause::PooledConnectionClosed
+                | Cause::ResponseTimeout
+        );
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "not retried: {} is not retried once the request was sent",
+            cause.name()
+        ))
+    }
+}
+
+/// Decides whether to try again, and says why either way.
+fn retry_decision(
+    upstream: &Upstream,
+    attempts: usize,
+    sent: bool,
+    idempotent: bool,
+    body: &RequestBody,
+    what: &str,
+    method: &Method,
+) -> Result<String, String> {
+    let max = upstream.retry.max_attempts as usize;
+    if attempts >= max {
+        return Err(format!(
+            "not retried: {what} after {attempts} of max_attempts {max}"
+        ));
+    }
+    if sent && !idempotent {
+        return Err(format!(
+            "not retried: {method} is not idempotent and the request was sent"
+        ));
+    }
+    if !body.can_replay(sent) {
+        return Err("not retried: request body already streamed".into());
+    }
+    if !upstream.budget.withdraw(waygate_upstream::now_ms()) {
+        return Err("not retried: retry budget exhausted".into());
+    }
+    Ok(format!(
+        "retried after {what} (attempt {} of {max})",
+        attempts + 1
+    ))
+}
+
+async fn backoff(upstream: &Upstream, attempts: usize) {
+    let d = waygate_resilience::backoff(
+        attempts as u32,
+        upstream.retry.backoff_base,
+        upstream.retry.backoff_max,
+    );
+    if !d.is_zero() {
+        tokio::time::sleep(d).await;
+    }
+}
+
+/// The value the upstream's `hash_key` names, hashed; a request without it
+/// (no such header or cookie) is balanced randomly.
+fn hash_key(key: &HashKey, conn: &ConnInfo, req: &Request<Incoming>) -> u64 {
+    let value: Option<&[u8]> = match key {
+        HashKey::ClientIp => return ServerSet::hash_key(client_ip(conn, req).as_bytes()),
+        HashKey::Path => Some(req.uri().path().as_bytes()),
+        HashKey::Header(name) => req.headers().get(name.as_str()).map(HeaderValue::as_bytes),
+        HashKey::Cookie(name) => req
+            .headers()
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|c| c.trim().split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_bytes()),
+    };
+    match value {
+        Some(v) => ServerSet::hash_key(v),
+        None => fastrand::u64(..),
+    }
+}
+
+/// The client's IP, from a trusted proxy's `X-Forwarded-For` if present.
+fn client_ip(conn: &ConnInfo, req: &Request<Incoming>) -> String {
+    if conn.trusted {
+        if let Some(first) = req
+            .headers()
+            .get(&headers::X_FORWARDED_FOR)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+        {
+            return first.trim().to_owned();
+        }
+    }
+    conn.peer.ip().to_string()
 }
 
 /// Rewrites the client's request for the upstream: origin-form target,
@@ -220,144 +408,15 @@ fn prepare_request(rt: &Runtime, conn: &ConnInfo, parts: &mut Parts, id: &Reques
     parts.version = Version::HTTP_11;
 }
 
-/// Sends the request to `server` and waits for the response head.
-///
-/// A pooled connection can be closed by the server just as we reuse it;
-/// then a bodiless idempotent request is retried once on a fresh connection
-/// (nothing of it can have been processed twice in a harmful way). Real
-/// retries across servers come with issue #3.
-async fn attempt(
-    upstream: &Upstream,
-    server: &Arc<Server>,
-    mut parts: Parts,
-    body: UpstreamBody,
-    upload: Option<&Upload>,
-    finish: &mut Finish,
-) -> Result<(Response<Incoming>, PooledConn), GatewayError> {
-    let mut body = Some(body);
-    let mut fresh_only = false;
-    loop {
-        finish.rec.attempts += 1;
-        let (mut conn, reused) = match (!fresh_only).then(|| server.checkout()).flatten() {
-            Some(c) => (c, true),
-            None => {
-                let t = Instant::now();
-                let c = server.connect(upstream.connect_timeout).await?;
-                finish.rec.connect_ms = Some(ms(t.elapsed()));
-                (c, false)
-            }
-        };
-        finish.rec.reused = Some(reused);
-        let replayable = reused && upload.is_none() && is_idempotent(&parts.method);
-        let retry_parts = replayable.then(|| clone_parts(&parts));
-        let req = Request::from_parts(parts, body.take().unwrap_or(UpstreamBody::Empty));
-        let failure = match send(&mut conn, req, upstream, upload).await {
-            Ok(resp) => return Ok((resp, conn)),
-            Err(failure) => {
-                conn.close();
-                failure
-            }
-        };
-        match failure {
-            SendError::Timeout(err) => return Err(err),
-            SendError::Hyper(e) => {
-                let cause = upload
-                    .and_then(Upload::client_fault)
-                    .unwrap_or_else(|| classify::send_error(&e));
-                let stale = matches!(cause, Cause::UpstreamClosed | Cause::UpstreamReset);
-                match retry_parts {
-                    Some(p) if stale => {
-                        tracing::debug!(server = %server.label, error = %e, "pooled connection was closed by the server; retrying on a fresh one");
-                        parts = p;
-                        body = Some(UpstreamBody::Empty);
-                        fresh_only = true;
-                    }
-                    _ => return Err(GatewayError::new(cause, format!("{}: {e}", server.label))),
-                }
-            }
-        }
-    }
-}
-
-enum SendError {
-    Hyper(hyper::Error),
-    Timeout(GatewayError),
-}
-
-/// Sends and waits for the response head. The response timeout counts from
-/// the end of the request body; while the body is still uploading, it must
-/// make progress at least every body idle timeout, and a stall is blamed on
-/// whichever side was holding it up.
-async fn send(
-    conn: &mut PooledConn,
-    req: Request<UpstreamBody>,
-    upstream: &Upstream,
-    upload: Option<&Upload>,
-) -> Result<Response<Incoming>, SendError> {
-    let sent_at = Instant::now();
-    let fut = conn.tx.send_request(req);
-    let Some(upload) = upload else {
-        return match tokio::time::timeout(upstream.response_timeout, fut).await {
-            Ok(r) => r.map_err(SendError::Hyper),
-            Err(_) => Err(SendError::Timeout(response_timeout(
-                upstream.response_timeout,
-            ))),
-        };
-    };
-    tokio::pin!(fut);
-    loop {
-        let deadline = match upload.done_at() {
-            Some(done) => done + upstream.response_timeout,
-            None => upload.last_progress().max(sent_at) + upstream.body_idle_timeout,
-        };
-        tokio::select! {
-            r = &mut fut => return r.map_err(SendError::Hyper),
-            _ = tokio::time::sleep_until(deadline) => {}
-        }
-        let now = Instant::now();
-        let next = match upload.done_at() {
-            Some(done) => done + upstream.response_timeout,
-            None => upload.last_progress().max(sent_at) + upstream.body_idle_timeout,
-        };
-        if next > now {
-            continue;
-        }
-        let err = match upload.done_at() {
-            Some(_) => response_timeout(upstream.response_timeout),
-            None if upload.waiting_on_client() => GatewayError::new(
-                Cause::ClientBodyTimeout,
-                format!(
-                    "client sent no request body bytes for {:?}",
-                    upstream.body_idle_timeout
-                ),
-            ),
-            None => GatewayError::new(
-                Cause::UpstreamWriteTimeout,
-                format!(
-                    "upstream read no request body bytes for {:?}",
-                    upstream.body_idle_timeout
-                ),
-            ),
-        };
-        return Err(SendError::Timeout(err));
-    }
-}
-
-fn response_timeout(d: Duration) -> GatewayError {
-    GatewayError::new(
-        Cause::ResponseTimeout,
-        format!("no response head within {d:?}"),
-    )
-}
-
 /// Turns the upstream's response head into ours, after checking that its
 /// framing is unambiguous and holding for its first body bytes.
 async fn respond(
     rt: &Runtime,
     upstream: &Upstream,
     resp: Response<Incoming>,
-    conn: PooledConn,
+    mut conn: PooledConn,
     id: &RequestId,
+    pick: &Pick,
 ) -> Result<Ready, GatewayError> {
     let (mut parts, mut body) = resp.into_parts();
     // RFC 9112 §6.3: both headers is a smuggling/splitting risk; refuse it.
@@ -365,11 +424,16 @@ async fn respond(
         && parts.headers.contains_key(header::CONTENT_LENGTH)
     {
         conn.close();
+        upstream.set.record(&pick.server, Outcome::Failure);
         return Err(GatewayError::new(
             Cause::ResponseFramingConflict,
             "response has both Content-Length and Transfer-Encoding",
         ));
     }
+    conn.server_keepalive = parts
+        .headers
+        .get("keep-alive")
+        .and_then(|v| pool::keepalive_timeout(v.as_bytes()));
     headers::remove_hop_by_hop(&mut parts.headers);
     headers::append_via(&mut parts.headers, &rt.via);
     if let Ok(v) = HeaderValue::from_str(id.as_str()) {
@@ -386,6 +450,7 @@ async fn respond(
             Ok(Some(Ok(frame))) => first = Some(frame),
             Ok(Some(Err(e))) => {
                 conn.close();
+                upstream.set.record(&pick.server, Outcome::Failure);
                 return Err(GatewayError::new(
                     classify::body_error(&e),
                     format!("upstream response body failed before any byte was sent: {e}"),
@@ -412,13 +477,4 @@ fn is_idempotent(m: &Method) -> bool {
         *m,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
     )
-}
-
-fn clone_parts(p: &Parts) -> Parts {
-    let mut req = Request::new(());
-    *req.method_mut() = p.method.clone();
-    *req.uri_mut() = p.uri.clone();
-    *req.version_mut() = p.version;
-    *req.headers_mut() = p.headers.clone();
-    req.into_parts().0
 }

@@ -11,6 +11,7 @@
 //!
 //! [`Cause`]: waygate_core::Cause
 
+mod attempt;
 mod body;
 mod classify;
 mod client_io;

@@ -10,10 +10,12 @@ use crossbeam_queue::ArrayQueue;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use waygate_config::ServerAddr;
 use waygate_core::{Cause, GatewayError};
+use waygate_resilience::ConnPermit;
 
 use crate::body::UpstreamBody;
 use crate::classify;
@@ -21,6 +23,10 @@ use crate::classify;
 /// How long a returned connection may take to become ready for its next
 /// request before it is given up.
 const READY_WAIT: Duration = Duration::from_secs(1);
+
+/// A pooled connection is closed this long before the server's own
+/// announced keep-alive timeout.
+const KEEPALIVE_MARGIN: Duration = Duration::from_millis(500);
 
 /// One server of an upstream and its idle connections.
 #[derive(Debug)]
@@ -33,13 +39,16 @@ pub(crate) struct Server {
     idle: ArrayQueue<Idle>,
     idle_timeout: Duration,
     max_header_size: usize,
+    /// Woken when a connection is returned, for requests waiting on the
+    /// upstream's connection limit.
+    released: Arc<Notify>,
 }
 
 #[derive(Debug)]
 struct Idle {
     tx: SendRequest<UpstreamBody>,
     task: AbortHandle,
-    since: Instant,
+    expires: Instant,
 }
 
 /// A connection checked out of (or fresh for) a server.
@@ -50,6 +59,10 @@ pub(crate) struct PooledConn {
     /// drops whatever request body it still holds.
     task: AbortHandle,
     server: Arc<Server>,
+    /// Came from the pool (as opposed to freshly connected).
+    pub(crate) reused: bool,
+    /// The server's own idle timeout, from its `Keep-Alive: timeout=N`.
+    pub(crate) server_keepalive: Option<Duration>,
 }
 
 // === impl Server ===
@@ -60,6 +73,7 @@ impl Server {
         max_idle: usize,
         idle_timeout: Duration,
         max_header_size: usize,
+        released: Arc<Notify>,
     ) -> Self {
         let literal = addr
             .host
@@ -73,6 +87,7 @@ impl Server {
             idle: ArrayQueue::new(max_idle.max(1)),
             idle_timeout,
             max_header_size,
+            released,
         }
     }
 
@@ -80,7 +95,8 @@ impl Server {
     pub(crate) fn checkout(self: &Arc<Self>) -> Option<PooledConn> {
         let now = Instant::now();
         while let Some(idle) = self.idle.pop() {
-            if idle.tx.is_closed() || now.duration_since(idle.since) > self.idle_timeout {
+            if idle.tx.is_closed() || now >= idle.expires {
+                idle.task.abort();
                 continue;
             }
             if idle.tx.is_ready() {
@@ -88,32 +104,59 @@ impl Server {
                     tx: idle.tx,
                     task: idle.task,
                     server: self.clone(),
+                    reused: true,
+                    server_keepalive: None,
                 });
             }
             // Not ready yet (its previous exchange is still settling): give
             // it back and open a fresh one rather than wait.
-            let _ = self.idle.push(idle);
+            if let Err(idle) = self.idle.push(idle) {
+                idle.task.abort();
+            }
             return None;
         }
         None
     }
 
-    fn put(&self, tx: SendRequest<UpstreamBody>, task: AbortHandle) {
-        if !tx.is_closed() {
-            // A full pool drops the connection, which closes it.
-            let _ = self.idle.push(Idle {
-                tx,
-                task,
-                since: Instant::now(),
-            });
+    /// Pools a connection for at most the pool idle timeout, and never
+    /// longer than the server said it keeps idle connections (minus a
+    /// margin), so the gateway closes it before the server does.
+    fn put(
+        &self,
+        tx: SendRequest<UpstreamBody>,
+        task: AbortHandle,
+        server_keepalive: Option<Duration>,
+    ) {
+        if tx.is_closed() {
+            return;
         }
+        let mut ttl = self.idle_timeout;
+        if let Some(ka) = server_keepalive {
+            ttl = ttl.min(ka.saturating_sub(KEEPALIVE_MARGIN));
+        }
+        if ttl.is_zero() {
+            task.abort();
+            return;
+        }
+        let idle = Idle {
+            tx,
+            task,
+            expires: Instant::now() + ttl,
+        };
+        if let Err(full) = self.idle.push(idle) {
+            // A full pool closes the connection.
+            full.task.abort();
+        }
+        self.released.notify_one();
     }
 
     /// Opens a new connection: DNS (unless the host is an IP), TCP connect
-    /// and HTTP/1.1 handshake, all within `timeout`.
+    /// and HTTP/1.1 handshake, all within `timeout`. `permit` is held for
+    /// as long as the connection is open.
     pub(crate) async fn connect(
         self: &Arc<Self>,
         timeout: Duration,
+        permit: ConnPermit,
     ) -> Result<PooledConn, GatewayError> {
         let deadline = Instant::now() + timeout;
         let addr = match self.literal {
@@ -151,6 +194,8 @@ impl Server {
             })?;
         let label = self.label.clone();
         let task = tokio::spawn(async move {
+            // The connection counts against the upstream's limit while open.
+            let _permit = permit;
             if let Err(e) = conn.await {
                 tracing::debug!(server = %label, error = %e, "upstream connection ended with an error");
             }
@@ -160,6 +205,8 @@ impl Server {
             tx,
             task,
             server: self.clone(),
+            reused: false,
+            server_keepalive: None,
         })
     }
 
@@ -195,9 +242,15 @@ impl PooledConn {
     /// over. If hyper has not yet marked it ready for the next request, a
     /// small task waits (bounded) for that before pooling it.
     pub(crate) fn release(self) {
-        let PooledConn { tx, task, server } = self;
+        let PooledConn {
+            tx,
+            task,
+            server,
+            server_keepalive,
+            ..
+        } = self;
         if tx.is_ready() {
-            server.put(tx, task);
+            server.put(tx, task, server_keepalive);
             return;
         }
         if tx.is_closed() {
@@ -206,7 +259,7 @@ impl PooledConn {
         tokio::spawn(async move {
             let mut tx = tx;
             if let Ok(Ok(())) = tokio::time::timeout(READY_WAIT, tx.ready()).await {
-                server.put(tx, task);
+                server.put(tx, task, server_keepalive);
             } else {
                 task.abort();
             }
@@ -217,5 +270,34 @@ impl PooledConn {
     /// state is unknown, and it may hold the client's request body.
     pub(crate) fn close(self) {
         self.task.abort();
+    }
+}
+
+/// The `timeout=N` of a `Keep-Alive` response header (RFC 2068 §19.7.1.1).
+pub(crate) fn keepalive_timeout(value: &[u8]) -> Option<Duration> {
+    let s = std::str::from_utf8(value).ok()?;
+    s.split(',')
+        .filter_map(|p| p.trim().strip_prefix("timeout="))
+        .find_map(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::keepalive_timeout;
+    use std::time::Duration;
+
+    #[test]
+    fn parses_keep_alive_timeout() {
+        assert_eq!(
+            keepalive_timeout(b"timeout=5, max=100"),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            keepalive_timeout(b"max=100,timeout=2"),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(keepalive_timeout(b"max=100"), None);
+        assert_eq!(keepalive_timeout(b"timeout=x"), None);
     }
 }

@@ -4,14 +4,18 @@
 //! request path takes no lock and does no config lookup.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderValue;
-use waygate_config::{Config, IpNet};
+use tokio::sync::Notify;
+use waygate_config::{
+    Balance, Config, HashKey, HealthCheckConfig, IpNet, RetryConfig, UpstreamConfig,
+};
 use waygate_core::RequestIdGenerator;
+use waygate_resilience::{Limits, RetryBudget};
 use waygate_telemetry::AccessLog;
+use waygate_upstream::ServerSet;
 
 use crate::pool::Server;
 use crate::respond::Responder;
@@ -55,12 +59,20 @@ pub(crate) struct ListenerRt {
 #[derive(Debug)]
 pub(crate) struct Upstream {
     pub(crate) name: Arc<str>,
-    pub(crate) servers: Vec<Arc<Server>>,
-    next: AtomicUsize,
+    /// Balancing and live per-server state.
+    pub(crate) set: ServerSet,
+    /// Connection pools, index-aligned with `set.servers()`.
+    pub(crate) pools: Vec<Arc<Server>>,
     pub(crate) connect_timeout: Duration,
     pub(crate) response_timeout: Duration,
     pub(crate) body_idle_timeout: Duration,
     pub(crate) head_hold: Duration,
+    pub(crate) hash_key: Option<HashKey>,
+    pub(crate) retry: RetryConfig,
+    pub(crate) budget: RetryBudget,
+    pub(crate) limits: Limits,
+    pub(crate) released: Arc<Notify>,
+    pub(crate) health_check: Option<HealthCheckConfig>,
 }
 
 // === impl Gateway ===
@@ -82,30 +94,7 @@ impl Gateway {
                 keepalive_timeout: l.keepalive_timeout,
             })
             .collect();
-        let upstreams = config
-            .upstreams
-            .iter()
-            .map(|u| Upstream {
-                name: u.name.as_str().into(),
-                servers: u
-                    .servers
-                    .iter()
-                    .map(|s| {
-                        Arc::new(Server::new(
-                            s.clone(),
-                            u.pool_max_idle,
-                            u.pool_idle_timeout,
-                            u.max_response_header_size,
-                        ))
-                    })
-                    .collect(),
-                next: AtomicUsize::new(0),
-                connect_timeout: u.connect_timeout,
-                response_timeout: u.response_timeout,
-                body_idle_timeout: u.body_idle_timeout,
-                head_hold: u.head_hold,
-            })
-            .collect();
+        let upstreams = config.upstreams.iter().map(Upstream::new).collect();
         let pages: HashMap<u16, String> = config
             .error_pages
             .iter()
@@ -133,12 +122,39 @@ impl Gateway {
 // === impl Upstream ===
 
 impl Upstream {
-    /// The next server in round-robin order (issue #3 brings real balancing).
-    pub(crate) fn pick(&self) -> Option<(usize, &Arc<Server>)> {
-        if self.servers.is_empty() {
-            return None;
+    fn new(u: &UpstreamConfig) -> Self {
+        let released = Arc::new(Notify::new());
+        let pools = u
+            .servers
+            .iter()
+            .map(|s| {
+                Arc::new(Server::new(
+                    s.addr.clone(),
+                    u.pool_max_idle,
+                    u.pool_idle_timeout,
+                    u.max_response_header_size,
+                    released.clone(),
+                ))
+            })
+            .collect();
+        let hash_key = match &u.balance {
+            Balance::Hash { key, .. } => Some(key.clone()),
+            _ => None,
+        };
+        Self {
+            name: u.name.as_str().into(),
+            set: ServerSet::new(&u.servers, &u.balance, u.slow_start, u.outlier.clone()),
+            pools,
+            connect_timeout: u.connect_timeout,
+            response_timeout: u.response_timeout,
+            body_idle_timeout: u.body_idle_timeout,
+            head_hold: u.head_hold,
+            hash_key,
+            retry: u.retry.clone(),
+            budget: RetryBudget::new(u.retry.budget_percent, u.retry.budget_min_per_second),
+            limits: Limits::new(&u.limits),
+            released,
+            health_check: u.health_check.clone(),
         }
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.servers.len();
-        Some((i, &self.servers[i]))
     }
 }

@@ -80,6 +80,7 @@ impl Gateway {
     /// lets in-flight requests finish for up to the drain timeout. Returns
     /// whether every connection finished in time.
     pub async fn serve(self, bound: Bound, shutdown: impl Future<Output = ()>) -> bool {
+        let checkers = self.start_health_checks();
         let graceful = Arc::new(GracefulShutdown::new());
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut accept_tasks = Vec::new();
@@ -90,6 +91,9 @@ impl Gateway {
             accept_tasks.push(tokio::spawn(accept_loop(rt, i, listener, graceful, stop)));
         }
         shutdown.await;
+        for c in &checkers {
+            c.abort();
+        }
         let _ = stop_tx.send(true);
         for t in accept_tasks {
             let _ = t.await;
@@ -112,6 +116,23 @@ impl Gateway {
                 false
             }
         }
+    }
+}
+
+impl Gateway {
+    /// One active health-check task per server of every upstream that
+    /// configures checks.
+    fn start_health_checks(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut tasks = Vec::new();
+        for u in &self.rt.upstreams {
+            let Some(cfg) = &u.health_check else { continue };
+            for (state, pool) in u.set.servers().iter().zip(&u.pools) {
+                let task =
+                    waygate_upstream::run_checker(state.clone(), pool.addr.clone(), cfg.clone());
+                tasks.push(tokio::spawn(task));
+            }
+        }
+        tasks
     }
 }
 

@@ -44,10 +44,27 @@ pub struct AccessRecord {
     pub upstream_status: Option<u16>,
     pub connect_ms: Option<f64>,
     pub first_byte_ms: Option<f64>,
-    /// Whether the upstream connection came from the pool.
-    pub reused: Option<bool>,
-    pub attempts: u32,
+    /// Every attempt, in order.
+    pub attempts: Vec<AttemptRecord>,
+    /// The retry decision after the last attempt, with its reason.
+    pub retry: Option<String>,
     pub detail: Option<String>,
+}
+
+/// One try of a request on one server.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct AttemptRecord {
+    pub server: String,
+    /// Why the balancer chose it (`ewma`, `round_robin`, `hash`, `hash_spill`, ...).
+    pub pick: &'static str,
+    /// Chosen in panic mode (too few servers available).
+    pub panic: bool,
+    /// The connection came from the pool.
+    pub reused: bool,
+    /// `status <code>` for a response, or the cause name of the failure.
+    pub outcome: String,
+    pub connect_ms: Option<f64>,
+    pub first_byte_ms: Option<f64>,
 }
 
 /// Where access-log lines go. Cheap to clone.

@@ -5,5 +5,5 @@
 mod access_log;
 mod time;
 
-pub use access_log::{AccessLog, AccessRecord};
+pub use access_log::{AccessLog, AccessRecord, AttemptRecord};
 pub use time::rfc3339_millis;

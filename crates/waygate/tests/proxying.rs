@@ -16,8 +16,10 @@ use waygate_test_util::{refused_addr, Behavior, Upstream};
 async fn round_robin_and_forwarding_headers() {
     let a = Upstream::start(Behavior::Hello("a".into())).await.unwrap();
     let b = Upstream::start(Behavior::Hello("b".into())).await.unwrap();
-    let gw =
-        TestGateway::start(&(upstream("app", &[a.addr, b.addr], "") + &route("/", "app"))).await;
+    let gw = TestGateway::start(
+        &(upstream("app", &[a.addr, b.addr], "balance = \"round_robin\"") + &route("/", "app")),
+    )
+    .await;
     let spoof = [
         ("x-forwarded-for", "6.6.6.6"),
         ("x-forwarded-proto", "https"),
@@ -109,8 +111,11 @@ async fn keep_alive_reuses_the_upstream_connection() {
     }
     let first = gw.log_line(&ids[0]).await;
     let third = gw.log_line(&ids[2]).await;
-    assert_eq!(first["reused"], false);
-    assert_eq!(third["reused"], true, "the pooled connection is reused");
+    assert_eq!(first["attempts"][0]["reused"], false);
+    assert_eq!(
+        third["attempts"][0]["reused"], true,
+        "the pooled connection is reused"
+    );
     assert!(third["connect_ms"].is_null());
 }
 
@@ -128,8 +133,25 @@ async fn request_bodies_stream_up_with_both_framings() {
     assert_eq!((r.status, r.text().as_str()), (200, "11\n"));
     let line = gw.log_line(&r.request_id()).await;
     assert_eq!(line["bytes_in"], 11);
+    // Small bodies are buffered (so they can be replayed) and sent with a length.
     let seen = sink.seen();
-    assert_eq!(seen[1].header("transfer-encoding"), Some("chunked"));
+    assert_eq!(seen[1].header("content-length"), Some("11"));
+
+    // A chunked body larger than max_replay_body is streamed, still chunked.
+    let big = vec![b'z'; 100_000];
+    let mut req =
+        b"POST /up HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+            .to_vec();
+    for chunk in big.chunks(10_000) {
+        req.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        req.extend_from_slice(chunk);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    let r = send_raw(gw.addr, &req).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "100000\n"));
+    assert_eq!(sink.seen()[2].header("transfer-encoding"), Some("chunked"));
+    assert_eq!(gw.log_line(&r.request_id()).await["bytes_in"], 100_000);
 }
 
 #[tokio::test]

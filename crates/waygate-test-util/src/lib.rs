@@ -8,6 +8,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -50,6 +51,9 @@ pub enum Behavior {
     /// Answers like `Hello` without announcing `Connection: close`, then
     /// closes the connection: a keep-alive connection the server drops.
     HelloThenClose(String),
+    /// Like `Hello`, but `GET /healthz` answers with the status in the cell
+    /// (change it to make the server fail its health checks).
+    HelloWithHealth(String, Arc<AtomicU16>),
 }
 
 /// A request as the upstream saw it.
@@ -68,6 +72,7 @@ pub struct Upstream {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
     task: tokio::task::JoinHandle<()>,
+    conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
 // === impl Seen ===
@@ -93,7 +98,8 @@ impl Upstream {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let seen2 = seen.clone();
+        let conns = Arc::new(Mutex::new(Vec::new()));
+        let (seen2, conns2) = (seen.clone(), conns.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
@@ -101,12 +107,32 @@ impl Upstream {
                 };
                 let behavior = behavior.clone();
                 let seen = seen2.clone();
-                tokio::spawn(async move {
+                let handle = tokio::spawn(async move {
                     let _ = serve(stream, behavior, seen).await;
                 });
+                if let Ok(mut c) = conns2.lock() {
+                    c.retain(|h: &tokio::task::AbortHandle| !h.is_finished());
+                    c.push(handle.abort_handle());
+                }
             }
         });
-        Ok(Self { addr, seen, task })
+        Ok(Self {
+            addr,
+            seen,
+            task,
+            conns,
+        })
+    }
+
+    /// Stops the server at once, as a crash would: the port refuses new
+    /// connections and every open connection is closed.
+    pub fn kill(&self) {
+        self.task.abort();
+        if let Ok(c) = self.conns.lock() {
+            for h in c.iter() {
+                h.abort();
+            }
+        }
     }
 
     /// Requests seen so far.
@@ -117,7 +143,7 @@ impl Upstream {
 
 impl Drop for Upstream {
     fn drop(&mut self) {
-        self.task.abort();
+        self.kill();
     }
 }
 
@@ -192,6 +218,15 @@ async fn respond(stream: &mut TcpStream, behavior: &Behavior, req: &Seen) -> io:
         Behavior::Hello(name) => {
             let body = format!("hello from {name}: {} {}\n", req.method, req.target);
             write_response(stream, 200, "OK", &[], body.as_bytes()).await?;
+        }
+        Behavior::HelloWithHealth(name, health) => {
+            if req.target == "/healthz" {
+                let code = health.load(Ordering::Relaxed);
+                write_response(stream, code, "Health", &[], b"health\n").await?;
+            } else {
+                let body = format!("hello from {name}: {} {}\n", req.method, req.target);
+                write_response(stream, 200, "OK", &[], body.as_bytes()).await?;
+            }
         }
         Behavior::HelloThenClose(name) => {
             let body = format!("hello from {name}: {} {}\n", req.method, req.target);

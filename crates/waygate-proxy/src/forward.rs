@@ -104,6 +104,11 @@ pub(crate) async fn handle(
                 detail: &public,
                 request_id: id.as_str(),
                 accept: accept.as_ref(),
+                next_hop: finish
+                    .rec
+                    .upstream_server
+                    .as_deref()
+                    .filter(|_| rt.expose_addresses),
             });
             let (parts, bytes) = resp.into_parts();
             Response::from_parts(parts, ProxyBody::full(bytes, finish))

@@ -31,6 +31,9 @@ pub(crate) struct ErrorReport<'a> {
     pub(crate) detail: &'a str,
     pub(crate) request_id: &'a str,
     pub(crate) accept: Option<&'a HeaderValue>,
+    /// The server of the last attempt, sent as `next-hop` only when the
+    /// operator allows revealing addresses.
+    pub(crate) next_hop: Option<&'a str>,
 }
 
 // === impl Responder ===
@@ -69,8 +72,12 @@ impl Responder {
     /// `waygate; error=<type>; details="..."` (RFC 9209 §2, an sf-list member
     /// whose details parameter is an sf-string).
     pub(crate) fn proxy_status(&self, r: &ErrorReport<'_>) -> String {
+        let next_hop = r
+            .next_hop
+            .map(|h| format!("; next-hop=\"{}\"", sf_string(h)))
+            .unwrap_or_default();
         format!(
-            "{}; error={}; details=\"{}\"",
+            "{}; error={}{next_hop}; details=\"{}\"",
             self.name,
             r.cause.proxy_status(),
             sf_string(r.detail)
@@ -237,6 +244,7 @@ mod tests {
             detail: "upstream \"app\" has no server",
             request_id: "abc123",
             accept: accept.as_ref(),
+            next_hop: None,
         });
         (r, resp)
     }

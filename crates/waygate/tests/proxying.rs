@@ -276,10 +276,21 @@ async fn expose_upstream_addresses_when_configured() {
     )
     .await;
     let r = get(gw.addr, "/", &[]).await;
-    assert!(r
-        .header("proxy-status")
-        .unwrap()
-        .contains(&refused.to_string()));
+    let ps = r.header("proxy-status").unwrap();
+    assert!(ps.contains(&format!("next-hop=\"{refused}\"")), "{ps}");
+    assert!(
+        ps.contains("connection refused") || ps.contains("Connection refused"),
+        "{ps}"
+    );
+
+    // Without the option: no next-hop, no address.
+    let gw = TestGateway::start(&(upstream("app", &[refused], "") + &route("/", "app"))).await;
+    let r = get(gw.addr, "/", &[]).await;
+    let ps = r.header("proxy-status").unwrap();
+    assert!(
+        !ps.contains("next-hop") && !ps.contains(&refused.to_string()),
+        "{ps}"
+    );
 }
 
 #[tokio::test]

@@ -15,6 +15,7 @@ mod attempt;
 mod body;
 mod classify;
 mod client_io;
+mod control;
 mod forward;
 mod headers;
 mod negotiate;
@@ -24,5 +25,7 @@ mod router;
 mod runtime;
 mod server;
 
+pub use control::{admin_name, ControlError, ServerView, UpstreamView};
 pub use runtime::{BuildError, Gateway};
 pub use server::Bound;
+pub use waygate_upstream::AdminState;

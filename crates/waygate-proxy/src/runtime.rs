@@ -73,6 +73,7 @@ pub(crate) struct Upstream {
     pub(crate) limits: Limits,
     pub(crate) released: Arc<Notify>,
     pub(crate) health_check: Option<HealthCheckConfig>,
+    pub(crate) balance: &'static str,
 }
 
 // === impl Gateway ===
@@ -155,6 +156,7 @@ impl Upstream {
             limits: Limits::new(&u.limits),
             released,
             health_check: u.health_check.clone(),
+            balance: u.balance.name(),
         }
     }
 }

@@ -57,12 +57,24 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     for (l, addr) in config.listeners.iter().zip(bound.local_addrs()) {
         tracing::info!(listener = %l.name, %addr, "listening");
     }
-    if config.admin.is_some() {
-        tracing::info!(
-            "the admin listener is not implemented yet (issue #5); [admin] is validated only"
-        );
+    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    if let Some(admin) = &config.admin {
+        let listener = tokio::net::TcpListener::bind(admin.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (admin)", admin.listen))?;
+        tracing::info!(addr = %admin.listen, "admin listening");
+        let stopped = async move {
+            let _ = admin_stopped.await;
+        };
+        tokio::spawn(waygate_admin::serve(
+            listener,
+            gateway.clone(),
+            admin.token.clone(),
+            stopped,
+        ));
     }
     gateway.serve(bound, shutdown_signal()).await;
+    let _ = stop_admin.send(());
     Ok(())
 }
 

@@ -355,3 +355,94 @@ async fn panic_mode_uses_unhealthy_servers_rather_than_refusing_everyone() {
     assert_eq!(r.status, 503);
     assert_eq!(r.proxy_error().as_deref(), Some("destination_unavailable"));
 }
+
+#[tokio::test]
+async fn servers_can_be_drained_disabled_and_enabled_through_the_admin_api() {
+    let a = Upstream::start(Behavior::Hello("a".into())).await.unwrap();
+    let b = Upstream::start(Behavior::Hello("b".into())).await.unwrap();
+    let cfg = format!(
+        "{}{}[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"s3cret\"\n",
+        upstream("app", &[a.addr, b.addr], "balance = \"round_robin\""),
+        route("/", "app")
+    );
+    let gw = TestGateway::start(&cfg).await;
+    let admin = gw.admin.unwrap();
+    let auth = ("authorization", "Bearer s3cret");
+    let post = |path: String, auth: Option<(&'static str, &'static str)>| async move {
+        let mut req = format!(
+            "POST {path} HTTP/1.1\r\nhost: admin\r\ncontent-length: 0\r\nconnection: close\r\n"
+        );
+        if let Some((n, v)) = auth {
+            req.push_str(&format!("{n}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        send_raw(admin, req.as_bytes()).await
+    };
+
+    // The token is required.
+    assert_eq!(get(admin, "/upstreams", &[]).await.status, 401);
+    let r = post(format!("/upstreams/app/servers/{}/drain", a.addr), None).await;
+    assert_eq!(r.status, 401);
+
+    // Drain a: all traffic goes to b, without a reload.
+    let r = post(
+        format!("/upstreams/app/servers/{}/drain", a.addr),
+        Some(auth),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let s = shares(&gw, 20).await;
+    assert_eq!(s.get("a"), None, "{s:?}");
+    let v: serde_json::Value =
+        serde_json::from_str(&get(admin, "/upstreams", &[auth]).await.text()).unwrap();
+    let servers = v["upstreams"][0]["servers"].as_array().unwrap();
+    assert_eq!(servers[0]["admin"], "draining");
+    assert_eq!(servers[0]["available"], false);
+    assert_eq!(servers[1]["admin"], "enabled");
+
+    // Enable it again: shares are back.
+    let r = post(
+        format!("/upstreams/app/servers/{}/enable", a.addr),
+        Some(auth),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let s = shares(&gw, 20).await;
+    assert_eq!((s["a"], s["b"]), (10, 10));
+
+    // Disable b; unknown servers and actions are 404.
+    assert_eq!(
+        post(
+            format!("/upstreams/app/servers/{}/disable", b.addr),
+            Some(auth)
+        )
+        .await
+        .status,
+        200
+    );
+    assert_eq!(shares(&gw, 10).await["a"], 10);
+    assert_eq!(
+        post(
+            "/upstreams/app/servers/10.9.9.9:1/disable".into(),
+            Some(auth)
+        )
+        .await
+        .status,
+        404
+    );
+    assert_eq!(
+        post("/upstreams/nope/servers/x/disable".into(), Some(auth))
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        post(
+            format!("/upstreams/app/servers/{}/explode", b.addr),
+            Some(auth)
+        )
+        .await
+        .status,
+        404
+    );
+}

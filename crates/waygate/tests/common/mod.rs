@@ -17,6 +17,8 @@ use waygate_telemetry::AccessLog;
 /// A gateway running in this process. Stops when dropped.
 pub struct TestGateway {
     pub addr: SocketAddr,
+    /// The admin listener, when the config has `[admin]`.
+    pub admin: Option<SocketAddr>,
     pub log_path: PathBuf,
     _dir: tempfile::TempDir,
     _stop: oneshot::Sender<()>,
@@ -38,11 +40,25 @@ impl TestGateway {
         let bound = gateway.bind().await.expect("bind");
         let addr = bound.local_addrs()[0];
         let (stop, stopped) = oneshot::channel::<()>();
+        let mut admin = None;
+        if let Some(a) = &loaded.config.admin {
+            let l = tokio::net::TcpListener::bind(a.listen)
+                .await
+                .expect("bind admin");
+            admin = Some(l.local_addr().expect("admin address"));
+            tokio::spawn(waygate_admin::serve(
+                l,
+                gateway.clone(),
+                a.token.clone(),
+                std::future::pending(),
+            ));
+        }
         tokio::spawn(gateway.serve(bound, async move {
             let _ = stopped.await;
         }));
         Self {
             addr,
+            admin,
             log_path,
             _dir: dir,
             _stop: stop,
@@ -149,7 +165,7 @@ pub async fn send_raw(addr: SocketAddr, request: &[u8]) -> RawResponse {
 pub async fn read_response(s: &mut TcpStream) -> RawResponse {
     let mut buf = Vec::new();
     let read = async {
-        let mut tmp = [0u8; 65536];
+        let mut tmp = vec![0u8; 65536];
         loop {
             match s.read(&mut tmp).await {
                 Ok(0) | Err(_) => break,

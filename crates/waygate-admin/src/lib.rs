@@ -1,0 +1,169 @@
+//! The admin listener: its own address (never the public listener),
+//! loopback by default, and a bearer token required on every request when
+//! one is configured (the config refuses a non-loopback address without
+//! one).
+//!
+//! Endpoints:
+//!
+//! | method | path | what |
+//! |---|---|---|
+//! | GET | `/healthz` | `ok` while the gateway runs |
+//! | GET | `/upstreams` | every upstream and server with live state (JSON) |
+//! | POST | `/upstreams/<name>/servers/<host:port>/enable` | put a server back in rotation |
+//! | POST | `/upstreams/<name>/servers/<host:port>/drain` | no new requests; in-flight ones finish |
+//! | POST | `/upstreams/<name>/servers/<host:port>/disable` | out of rotation, even in panic mode |
+
+use std::convert::Infallible;
+use std::future::Future;
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use waygate_proxy::{admin_name, AdminState, ControlError, Gateway};
+
+/// Serves the admin API on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    gateway: Gateway,
+    token: Option<String>,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let gateway = gateway.clone();
+        let token = token.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let resp = handle(&gateway, token.as_deref(), &req);
+                async move { Ok::<_, Infallible>(resp) }
+            });
+            if let Err(e) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await
+            {
+                tracing::debug!(%peer, error = %e, "admin connection ended with an error");
+            }
+        });
+    }
+}
+
+fn handle(
+    gateway: &Gateway,
+    token: Option<&str>,
+    req: &Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    if let Some(token) = token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
+            return json(
+                StatusCode::UNAUTHORIZED,
+                serde_json::json!({"error": "missing or wrong bearer token"}),
+            );
+        }
+    }
+    let path = req.uri().path();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (req.method(), segments.as_slice()) {
+        (&Method::GET, ["healthz"]) => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, ["upstreams"]) => json(StatusCode::OK, upstreams(gateway)),
+        (&Method::POST, ["upstreams", name, "servers", server, action]) => {
+            let state = match *action {
+                "enable" => AdminState::Enabled,
+                "drain" => AdminState::Draining,
+                "disable" => AdminState::Disabled,
+                _ => {
+                    return json(
+                        StatusCode::NOT_FOUND,
+                        serde_json::json!({"error": format!("unknown action `{action}`; expected enable, drain or disable")}),
+                    )
+                }
+            };
+            match gateway.set_server_admin(name, server, state) {
+                Ok(()) => json(
+                    StatusCode::OK,
+                    serde_json::json!({"upstream": name, "server": server, "admin": admin_name(state)}),
+                ),
+                Err(e @ (ControlError::NoUpstream(_) | ControlError::NoServer(..))) => json(
+                    StatusCode::NOT_FOUND,
+                    serde_json::json!({"error": e.to_string()}),
+                ),
+            }
+        }
+        (_, ["healthz"] | ["upstreams"] | ["upstreams", _, "servers", _, _]) => json(
+            StatusCode::METHOD_NOT_ALLOWED,
+            serde_json::json!({"error": "method not allowed"}),
+        ),
+        _ => json(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({"error": format!("no admin endpoint {path}")}),
+        ),
+    }
+}
+
+fn upstreams(gateway: &Gateway) -> serde_json::Value {
+    let list: Vec<serde_json::Value> = gateway
+        .upstreams()
+        .into_iter()
+        .map(|u| {
+            let servers: Vec<serde_json::Value> = u
+                .servers
+                .iter()
+                .map(|s| {
+                    serde_json::json!({
+                        "address": s.address, "weight": s.weight, "health": s.health,
+                        "admin": s.admin, "available": s.available,
+                        "ejected_for_ms": s.ejected_for_ms, "ejections": s.ejections,
+                        "in_flight": s.in_flight, "ewma_ms": s.ewma_ms, "reason": s.reason,
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "name": u.name, "balance": u.balance, "panic": u.panic,
+                "in_flight": u.in_flight, "servers": servers,
+            })
+        })
+        .collect();
+    serde_json::json!({ "upstreams": list })
+}
+
+fn json(status: StatusCode, v: serde_json::Value) -> Response<Full<Bytes>> {
+    let mut body = v.to_string();
+    body.push('\n');
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn text(status: StatusCode, s: &'static str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from_static(s.as_bytes())));
+    *r.status_mut() = status;
+    r
+}
+
+/// Compares secrets without an early exit on the first difference.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

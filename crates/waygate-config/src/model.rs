@@ -96,6 +96,8 @@ pub enum HostMatch {
     Suffix(String),
 }
 
+/// Default `dns_refresh`.
+pub const DEFAULT_DNS_REFRESH: Duration = Duration::from_secs(30);
 /// Default `hash_balance_factor`.
 pub const DEFAULT_HASH_BALANCE_FACTOR: f64 = 1.25;
 /// Default health check interval, timeout, rise and fall.
@@ -125,6 +127,8 @@ pub struct UpstreamConfig {
     pub servers: Vec<ServerConfig>,
     pub balance: Balance,
     pub slow_start: Option<Duration>,
+    /// How often host-name servers are resolved again.
+    pub dns_refresh: Duration,
     pub health_check: Option<HealthCheckConfig>,
     pub outlier: OutlierConfig,
     pub retry: RetryConfig,
@@ -274,6 +278,13 @@ impl HostMatch {
 }
 
 // === impl ServerAddr ===
+
+impl ServerAddr {
+    /// The host is an IP address (no DNS lookup needed).
+    pub fn is_ip(&self) -> bool {
+        self.host.parse::<std::net::IpAddr>().is_ok()
+    }
+}
 
 impl std::fmt::Display for ServerAddr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -108,6 +108,8 @@ pub struct RawUpstream {
     pub hash_balance_factor: Option<Spanned<f64>>,
     /// Window over which a server that becomes healthy ramps up to its full share.
     pub slow_start: Option<Duration>,
+    /// How often servers given by host name are resolved again (default 30s).
+    pub dns_refresh: Option<Duration>,
     /// Active health checks.
     pub health_check: Option<Spanned<RawHealthCheck>>,
     /// Passive health: eject servers that keep failing.

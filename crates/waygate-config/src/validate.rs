@@ -261,6 +261,11 @@ impl Ctx<'_> {
                 servers,
                 balance,
                 slow_start: u.slow_start.map(|d| d.0).filter(|d| !d.is_zero()),
+                dns_refresh: u
+                    .dns_refresh
+                    .map(|d| d.0)
+                    .filter(|d| !d.is_zero())
+                    .unwrap_or(DEFAULT_DNS_REFRESH),
                 health_check,
                 outlier,
                 retry,

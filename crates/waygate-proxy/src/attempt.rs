@@ -166,13 +166,13 @@ impl RequestBody {
 /// recorded.
 pub(crate) async fn run(
     upstream: &Upstream,
+    pool: &Arc<Server>,
     pick: &Pick,
     parts: &mut Parts,
     body: &mut RequestBody,
     more: bool,
     finish: &mut Finish,
 ) -> Result<(Response<Incoming>, PooledConn), Failure> {
-    let pool = &upstream.pools[pick.server.index];
     let mut fresh_only = false;
     loop {
         let mut rec = AttemptRecord {

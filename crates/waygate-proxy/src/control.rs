@@ -53,12 +53,13 @@ impl Gateway {
         self.rt
             .upstreams
             .iter()
-            .map(|u| UpstreamView {
+            .map(|u| (u, u.members.load_full()))
+            .map(|(u, m)| UpstreamView {
                 name: u.name.to_string(),
                 balance: u.balance,
-                panic: u.set.in_panic(now),
+                panic: m.set.in_panic(now),
                 in_flight: u.limits.in_flight(),
-                servers: u
+                servers: m
                     .set
                     .servers()
                     .iter()
@@ -97,7 +98,8 @@ impl Gateway {
             .iter()
             .find(|u| &*u.name == upstream)
             .ok_or_else(|| ControlError::NoUpstream(upstream.to_owned()))?;
-        let s = u
+        let members = u.members.load();
+        let s = members
             .set
             .servers()
             .iter()

@@ -165,7 +165,8 @@ async fn forward(
     target.upstream = Some(upstream.name.clone());
 
     // Admit.
-    if upstream.set.is_empty() {
+    let members = upstream.members.load_full();
+    if members.set.is_empty() {
         return Err(GatewayError::new(
             Cause::NoServerAvailable,
             format!("upstream {} has no servers", upstream.name),
@@ -190,25 +191,26 @@ async fn forward(
     // Attempts.
     let mut tried: Vec<usize> = Vec::new();
     loop {
-        let pick = upstream.set.pick(key, &tried).ok_or_else(|| {
+        let pick = members.set.pick(key, &tried).ok_or_else(|| {
             GatewayError::new(
                 Cause::NoServerAvailable,
                 format!("no server of upstream {} is available", upstream.name),
             )
         })?;
-        let index = pick.server.index;
+        let index = pick.index;
         tried.push(index);
         target.server = Some(index);
         finish.rec.upstream_server = Some(pick.server.label.to_string());
         let more = tried.len() < upstream.retry.max_attempts as usize;
         let in_flight = pick.server.start();
-        let result = attempt::run(upstream, &pick, &mut parts, &mut body, more, finish).await;
+        let pool = &members.pools[index];
+        let result = attempt::run(upstream, pool, &pick, &mut parts, &mut body, more, finish).await;
         in_flight.observe();
         match result {
             Ok((resp, conn)) => {
                 let status = resp.status().as_u16();
                 let failed = status >= 500;
-                upstream.set.record(
+                members.set.record(
                     &pick.server,
                     if failed {
                         Outcome::Failure
@@ -239,7 +241,7 @@ async fn forward(
                     }
                 }
                 finish.in_flight = Some(in_flight);
-                return respond(rt, upstream, resp, conn, id, &pick).await;
+                return respond(rt, upstream, &members.set, resp, conn, id, &pick).await;
             }
             Err(Failure { err, sent }) => {
                 let outcome = match err.cause.side() {
@@ -247,7 +249,7 @@ async fn forward(
                     _ if err.cause == Cause::UpstreamLimitReached => Outcome::Neutral,
                     _ => Outcome::Failure,
                 };
-                upstream.set.record(&pick.server, outcome);
+                members.set.record(&pick.server, outcome);
                 if err.cause.side() == Side::Downstream || err.cause == Cause::UpstreamLimitReached
                 {
                     return Err(err);
@@ -418,6 +420,7 @@ fn prepare_request(rt: &Runtime, conn: &ConnInfo, parts: &mut Parts, id: &Reques
 async fn respond(
     rt: &Runtime,
     upstream: &Upstream,
+    set: &ServerSet,
     resp: Response<Incoming>,
     mut conn: PooledConn,
     id: &RequestId,
@@ -429,7 +432,7 @@ async fn respond(
         && parts.headers.contains_key(header::CONTENT_LENGTH)
     {
         conn.close();
-        upstream.set.record(&pick.server, Outcome::Failure);
+        set.record(&pick.server, Outcome::Failure);
         return Err(GatewayError::new(
             Cause::ResponseFramingConflict,
             "response has both Content-Length and Transfer-Encoding",
@@ -455,7 +458,7 @@ async fn respond(
             Ok(Some(Ok(frame))) => first = Some(frame),
             Ok(Some(Err(e))) => {
                 conn.close();
-                upstream.set.record(&pick.server, Outcome::Failure);
+                set.record(&pick.server, Outcome::Failure);
                 return Err(GatewayError::new(
                     classify::body_error(&e),
                     format!("upstream response body failed before any byte was sent: {e}"),

@@ -24,6 +24,7 @@ mod respond;
 mod router;
 mod runtime;
 mod server;
+mod supervise;
 
 pub use control::{admin_name, ControlError, ServerView, UpstreamView};
 pub use runtime::{BuildError, Gateway};

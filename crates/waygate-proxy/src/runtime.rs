@@ -7,10 +7,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use http::HeaderValue;
 use tokio::sync::Notify;
 use waygate_config::{
-    Balance, Config, HashKey, HealthCheckConfig, IpNet, RetryConfig, UpstreamConfig,
+    Balance, Config, HashKey, HealthCheckConfig, IpNet, OutlierConfig, RetryConfig, ServerConfig,
+    UpstreamConfig,
 };
 use waygate_core::RequestIdGenerator;
 use waygate_resilience::{Limits, RetryBudget};
@@ -59,10 +61,18 @@ pub(crate) struct ListenerRt {
 #[derive(Debug)]
 pub(crate) struct Upstream {
     pub(crate) name: Arc<str>,
-    /// Balancing and live per-server state.
-    pub(crate) set: ServerSet,
-    /// Connection pools, index-aligned with `set.servers()`.
-    pub(crate) pools: Vec<Arc<Server>>,
+    /// The current servers; swapped atomically when DNS answers change.
+    /// A request loads it once and keeps that snapshot for all its attempts.
+    pub(crate) members: ArcSwap<Members>,
+    /// The servers as configured (host names unresolved).
+    pub(crate) entries: Vec<ServerConfig>,
+    pub(crate) dns_refresh: Duration,
+    pub(crate) balance_cfg: Balance,
+    pub(crate) slow_start: Option<Duration>,
+    pub(crate) outlier: OutlierConfig,
+    pub(crate) pool_max_idle: usize,
+    pub(crate) pool_idle_timeout: Duration,
+    pub(crate) max_response_header_size: usize,
     pub(crate) connect_timeout: Duration,
     pub(crate) response_timeout: Duration,
     pub(crate) body_idle_timeout: Duration,
@@ -120,6 +130,15 @@ impl Gateway {
     }
 }
 
+/// One generation of an upstream's servers.
+#[derive(Debug)]
+pub(crate) struct Members {
+    /// Balancing and live per-server state.
+    pub(crate) set: ServerSet,
+    /// Connection pools, index-aligned with `set.servers()`.
+    pub(crate) pools: Vec<Arc<Server>>,
+}
+
 // === impl Upstream ===
 
 impl Upstream {
@@ -138,14 +157,25 @@ impl Upstream {
                 ))
             })
             .collect();
+        let members = Members {
+            set: ServerSet::new(&u.servers, &u.balance, u.slow_start, u.outlier.clone()),
+            pools,
+        };
         let hash_key = match &u.balance {
             Balance::Hash { key, .. } => Some(key.clone()),
             _ => None,
         };
         Self {
             name: u.name.as_str().into(),
-            set: ServerSet::new(&u.servers, &u.balance, u.slow_start, u.outlier.clone()),
-            pools,
+            members: ArcSwap::from_pointee(members),
+            entries: u.servers.clone(),
+            dns_refresh: u.dns_refresh,
+            balance_cfg: u.balance.clone(),
+            slow_start: u.slow_start,
+            outlier: u.outlier.clone(),
+            pool_max_idle: u.pool_max_idle,
+            pool_idle_timeout: u.pool_idle_timeout,
+            max_response_header_size: u.max_response_header_size,
             connect_timeout: u.connect_timeout,
             response_timeout: u.response_timeout,
             body_idle_timeout: u.body_idle_timeout,

@@ -120,19 +120,11 @@ impl Gateway {
 }
 
 impl Gateway {
-    /// One active health-check task per server of every upstream that
-    /// configures checks.
+    /// One supervisor per upstream (health checks, DNS refresh).
     fn start_health_checks(&self) -> Vec<tokio::task::JoinHandle<()>> {
-        let mut tasks = Vec::new();
-        for u in &self.rt.upstreams {
-            let Some(cfg) = &u.health_check else { continue };
-            for (state, pool) in u.set.servers().iter().zip(&u.pools) {
-                let task =
-                    waygate_upstream::run_checker(state.clone(), pool.addr.clone(), cfg.clone());
-                tasks.push(tokio::spawn(task));
-            }
-        }
-        tasks
+        (0..self.rt.upstreams.len())
+            .map(|i| tokio::spawn(crate::supervise::supervise(self.rt.clone(), i)))
+            .collect()
     }
 }
 

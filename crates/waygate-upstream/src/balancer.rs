@@ -62,6 +62,8 @@ pub enum PickReason {
 /// A chosen server.
 #[derive(Debug, Clone)]
 pub struct Pick {
+    /// Its position in this set (what `tried` lists).
+    pub index: usize,
     pub server: Arc<ServerState>,
     pub reason: PickReason,
     /// Chosen in panic mode (too few servers available).
@@ -98,7 +100,18 @@ impl ServerSet {
             .enumerate()
             .map(|(i, s)| Arc::new(ServerState::new(i, s.addr.to_string().into(), s.weight)))
             .collect();
-        let weights: Vec<u32> = servers.iter().map(|s| s.weight).collect();
+        Self::with_states(states, balance, slow_start, outlier)
+    }
+
+    /// A set over existing server states (kept across DNS changes, so
+    /// their health, ejections and latency survive).
+    pub fn with_states(
+        states: Vec<Arc<ServerState>>,
+        balance: &Balance,
+        slow_start: Option<Duration>,
+        outlier: OutlierConfig,
+    ) -> Self {
+        let weights: Vec<u32> = states.iter().map(|s| s.weight).collect();
         let policy = match balance {
             Balance::RoundRobin => Policy::RoundRobin {
                 schedule: wrr::schedule(&weights),
@@ -168,6 +181,7 @@ impl ServerSet {
             }
         };
         Some(Pick {
+            index,
             server: self.servers[index].clone(),
             reason,
             panic,

@@ -43,6 +43,8 @@ pub enum Outcome {
 
 #[derive(Debug)]
 pub struct ServerState {
+    /// Position in the set it was created for (informational: a set rebuilt
+    /// after a DNS change may hold it elsewhere; use `Pick::index`).
     pub index: usize,
     /// `host:port`.
     pub label: Arc<str>,

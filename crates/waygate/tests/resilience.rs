@@ -446,3 +446,37 @@ async fn servers_can_be_drained_disabled_and_enabled_through_the_admin_api() {
         404
     );
 }
+
+#[tokio::test]
+async fn host_name_servers_become_one_server_per_address() {
+    let a = Upstream::start(Behavior::Hello("a".into())).await.unwrap();
+    let cfg = format!(
+        "[upstream.app]\nservers = [\"localhost:{}\"]\ndns_refresh = \"100ms\"\n\n[[route]]\nupstream = \"app\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+        a.addr.port()
+    );
+    let gw = TestGateway::start(&cfg).await;
+    let admin = gw.admin.unwrap();
+    let want = a.addr.to_string();
+    let servers = || async {
+        let v: serde_json::Value =
+            serde_json::from_str(&get(admin, "/upstreams", &[]).await.text()).unwrap();
+        v["upstreams"][0]["servers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["address"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    until(|| async { servers().await.contains(&want) }).await;
+    assert!(
+        !servers().await.iter().any(|s| s.starts_with("localhost")),
+        "{:?}",
+        servers().await
+    );
+    // Every request succeeds (an address where nothing listens, such as ::1,
+    // is refused before anything is sent and retried on another).
+    for _ in 0..10 {
+        let r = get(gw.addr, "/", &[]).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+}

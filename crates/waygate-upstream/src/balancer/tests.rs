@@ -37,7 +37,7 @@ fn set(weights: &[u32], balance: Balance) -> ServerSet {
 fn shares(set: &ServerSet, n: usize, key: impl Fn(usize) -> Option<u64>) -> Vec<f64> {
     let mut counts = vec![0usize; set.servers().len()];
     for k in 0..n {
-        counts[set.pick(key(k), &[]).unwrap().server.index] += 1;
+        counts[set.pick(key(k), &[]).unwrap().index] += 1;
     }
     counts.iter().map(|&c| c as f64 / n as f64).collect()
 }
@@ -96,10 +96,7 @@ fn hash_is_sticky_and_respects_its_load_bound() {
     let first = s.pick(Some(key), &[]).unwrap();
     assert_eq!(first.reason, PickReason::Hash);
     for _ in 0..100 {
-        assert_eq!(
-            s.pick(Some(key), &[]).unwrap().server.index,
-            first.server.index
-        );
+        assert_eq!(s.pick(Some(key), &[]).unwrap().index, first.index);
     }
     // One hot key: hold every request in flight; no server may exceed
     // ceil(1.25 × average) at any time.
@@ -124,7 +121,7 @@ fn retries_avoid_servers_already_tried() {
     let s = set(&[1, 1, 1], Balance::RoundRobin);
     for _ in 0..100 {
         let p = s.pick(None, &[0, 1]).unwrap();
-        assert_eq!(p.server.index, 2);
+        assert_eq!(p.index, 2);
     }
     let only = s.pick(None, &[0, 1, 2]).unwrap();
     assert_eq!(only.reason, PickReason::OnlyChoice);
@@ -208,12 +205,13 @@ fn consecutive_failures_eject_with_growing_backoff_and_bounded_share() {
         .filter(|x| x.is_ejected(crate::now_ms()))
         .count();
     assert_eq!(ejected, 2);
-    let counts: HashMap<usize, usize> = (0..100)
-        .map(|_| s.pick(None, &[]).unwrap().server.index)
-        .fold(HashMap::new(), |mut m, i| {
-            *m.entry(i).or_default() += 1;
-            m
-        });
+    let counts: HashMap<usize, usize> =
+        (0..100)
+            .map(|_| s.pick(None, &[]).unwrap().index)
+            .fold(HashMap::new(), |mut m, i| {
+                *m.entry(i).or_default() += 1;
+                m
+            });
     assert!(
         !counts.contains_key(&0),
         "ejected servers get no traffic: {counts:?}"

@@ -54,6 +54,8 @@ pub enum Behavior {
     /// Like `Hello`, but `GET /healthz` answers with the status in the cell
     /// (change it to make the server fail its health checks).
     HelloWithHealth(String, Arc<AtomicU16>),
+    /// Like `Hello`, after waiting this long: a slow but working server.
+    DelayedHello(String, Duration),
 }
 
 /// A request as the upstream saw it.
@@ -227,6 +229,11 @@ async fn respond(stream: &mut TcpStream, behavior: &Behavior, req: &Seen) -> io:
                 let body = format!("hello from {name}: {} {}\n", req.method, req.target);
                 write_response(stream, 200, "OK", &[], body.as_bytes()).await?;
             }
+        }
+        Behavior::DelayedHello(name, d) => {
+            tokio::time::sleep(*d).await;
+            let body = format!("hello from {name}: {} {}\n", req.method, req.target);
+            write_response(stream, 200, "OK", &[], body.as_bytes()).await?;
         }
         Behavior::HelloThenClose(name) => {
             let body = format!("hello from {name}: {} {}\n", req.method, req.target);

@@ -480,3 +480,31 @@ async fn host_name_servers_become_one_server_per_address() {
         assert_eq!(r.status, 200, "{}", r.text());
     }
 }
+
+#[tokio::test]
+async fn ewma_moves_traffic_away_from_a_server_made_ten_times_slower() {
+    let fast = Upstream::start(Behavior::DelayedHello(
+        "fast".into(),
+        Duration::from_millis(2),
+    ))
+    .await
+    .unwrap();
+    let slow = Upstream::start(Behavior::DelayedHello(
+        "slow".into(),
+        Duration::from_millis(20),
+    ))
+    .await
+    .unwrap();
+    let gw = TestGateway::start(
+        &(upstream("app", &[fast.addr, slow.addr], "balance = \"ewma\"") + &route("/", "app")),
+    )
+    .await;
+    // Warm up: both servers get measured.
+    shares(&gw, 20).await;
+    let s = shares(&gw, 200).await;
+    let slow_share = *s.get("slow").unwrap_or(&0) as f64 / 200.0;
+    assert!(
+        slow_share < 0.1,
+        "the 10x slower server still gets {slow_share:.2} of the traffic: {s:?}"
+    );
+}

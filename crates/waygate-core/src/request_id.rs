@@ -3,11 +3,12 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// The id of one request, sent upstream and returned on every response as
 /// `X-Request-Id`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct RequestId(String);
+pub struct RequestId(Arc<str>);
 
 /// Makes request ids: a random 32-bit prefix chosen at start-up, followed by
 /// a 48-bit counter, as 20 lowercase hex digits.
@@ -36,11 +37,16 @@ impl RequestId {
         if !ok {
             return None;
         }
-        std::str::from_utf8(value).ok().map(|s| Self(s.to_owned()))
+        std::str::from_utf8(value).ok().map(|s| Self(s.into()))
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The id as a shared string (cloning it does not copy).
+    pub fn shared(&self) -> Arc<str> {
+        self.0.clone()
     }
 }
 
@@ -62,7 +68,19 @@ impl RequestIdGenerator {
 
     pub fn next_id(&self) -> RequestId {
         let n = self.next.fetch_add(1, Ordering::Relaxed) & 0xffff_ffff_ffff;
-        RequestId(format!("{:08x}{:012x}", self.prefix, n))
+        // 8 hex digits of prefix, 12 of counter, formatted without a
+        // temporary String: one allocation per id.
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut buf = [0u8; 20];
+        let value = (u128::from(self.prefix) << 48) | u128::from(n);
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = HEX[((value >> ((19 - i) * 4)) & 0xf) as usize];
+        }
+        RequestId(
+            std::str::from_utf8(&buf)
+                .unwrap_or("00000000000000000000")
+                .into(),
+        )
     }
 }
 

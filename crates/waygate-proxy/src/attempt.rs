@@ -14,7 +14,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 use waygate_core::{Cause, GatewayError};
-use waygate_telemetry::AttemptRecord;
+use waygate_telemetry::{AttemptOutcome, AttemptRecord};
 use waygate_upstream::Pick;
 
 use crate::body::{ms, Finish, Upload, UpstreamBody};
@@ -176,16 +176,19 @@ pub(crate) async fn run(
     let mut fresh_only = false;
     loop {
         let mut rec = AttemptRecord {
-            server: pick.server.label.to_string(),
+            server: pick.server.label.clone(),
             pick: pick.reason.name(),
             panic: pick.panic,
-            ..AttemptRecord::default()
+            reused: false,
+            outcome: AttemptOutcome::Pending,
+            connect_ms: None,
+            first_byte_ms: None,
         };
         let t = Instant::now();
         let mut conn = match acquire(upstream, pool, fresh_only).await {
             Ok(c) => c,
             Err(err) => {
-                rec.outcome = err.cause.name().to_owned();
+                rec.outcome = AttemptOutcome::Cause(err.cause.name());
                 finish.rec.attempts.push(rec);
                 return Err(Failure { err, sent: false });
             }
@@ -207,7 +210,7 @@ pub(crate) async fn run(
         let sent_at = Instant::now();
         match send(&mut conn, req, upstream, upload.as_deref()).await {
             Ok(resp) => {
-                rec.outcome = format!("status {}", resp.status().as_u16());
+                rec.outcome = AttemptOutcome::Status(resp.status().as_u16());
                 rec.first_byte_ms = Some(ms(sent_at.elapsed()));
                 finish.rec.attempts.push(rec);
                 return Ok((resp, conn));
@@ -219,9 +222,9 @@ pub(crate) async fn run(
                 let reused = conn.reused;
                 conn.close();
                 if reused && !fresh_only {
-                    rec.outcome =
-                        "pooled_connection_closed (nothing sent; retrying on a fresh connection)"
-                            .into();
+                    rec.outcome = AttemptOutcome::Note(
+                        "pooled_connection_closed (nothing sent; retrying on a fresh connection)",
+                    );
                     finish.rec.attempts.push(rec);
                     tracing::debug!(server = %pick.server.label, "pooled connection was closed before the request was sent; using a fresh one");
                     fresh_only = true;
@@ -234,7 +237,7 @@ pub(crate) async fn run(
                         pool.label
                     ),
                 );
-                rec.outcome = err.cause.name().to_owned();
+                rec.outcome = AttemptOutcome::Cause(err.cause.name());
                 finish.rec.attempts.push(rec);
                 return Err(Failure { err, sent: false });
             }
@@ -248,14 +251,14 @@ pub(crate) async fn run(
                 if reused && matches!(cause, Cause::UpstreamClosed | Cause::UpstreamReset) {
                     cause = Cause::PooledConnectionClosed;
                 }
-                rec.outcome = cause.name().to_owned();
+                rec.outcome = AttemptOutcome::Cause(cause.name());
                 finish.rec.attempts.push(rec);
                 let err = GatewayError::new(cause, format!("{}: {e}", pool.label));
                 return Err(Failure { err, sent: true });
             }
             Err(SendError::Timeout(err)) => {
                 conn.close();
-                rec.outcome = err.cause.name().to_owned();
+                rec.outcome = AttemptOutcome::Cause(err.cause.name());
                 finish.rec.attempts.push(rec);
                 return Err(Failure { err, sent: true });
             }

@@ -53,26 +53,15 @@ pub(crate) fn initial_record(
     req: &Request<Incoming>,
     id: &RequestId,
 ) -> AccessRecord {
-    let host = req
-        .uri()
-        .host()
-        .or_else(|| {
-            req.headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-        })
-        .unwrap_or("");
-    AccessRecord {
-        time: waygate_telemetry::rfc3339_millis(SystemTime::now()),
-        request_id: id.as_str().to_owned(),
-        listener: rt.listeners[conn.listener].name.to_string(),
-        client: conn.peer.to_string(),
-        method: req.method().as_str().to_owned(),
-        host: host.to_owned(),
-        path: req.uri().path().to_owned(),
-        side: Side::Gateway.name(),
-        ..AccessRecord::default()
-    }
+    AccessRecord::new(
+        SystemTime::now(),
+        id.shared(),
+        rt.listeners[conn.listener].name.clone(),
+        conn.peer,
+        req.method().clone(),
+        req.headers().get(header::HOST).cloned(),
+        req.uri().clone(),
+    )
 }
 
 /// Handles one request and returns the response to send: the upstream's,
@@ -160,8 +149,8 @@ async fn forward(
         .find(&host, req.uri().path())
         .ok_or_else(|| GatewayError::new(Cause::NoRoute, "no route matches this host and path"))?;
     let upstream = &rt.upstreams[route.upstream];
-    finish.rec.route = Some(route.name.to_string());
-    finish.rec.upstream = Some(upstream.name.to_string());
+    finish.rec.route = Some(route.name.clone());
+    finish.rec.upstream = Some(upstream.name.clone());
     target.upstream = Some(upstream.name.clone());
 
     // Admit.
@@ -200,7 +189,7 @@ async fn forward(
         let index = pick.index;
         tried.push(index);
         target.server = Some(index);
-        finish.rec.upstream_server = Some(pick.server.label.to_string());
+        finish.rec.upstream_server = Some(pick.server.label.clone());
         let more = tried.len() < upstream.retry.max_attempts as usize;
         let in_flight = pick.server.start();
         let pool = &members.pools[index];

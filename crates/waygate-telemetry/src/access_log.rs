@@ -10,21 +10,30 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 
+use std::net::SocketAddr;
+use std::time::SystemTime;
+
+use http::{HeaderValue, Method, Uri};
 use serde::Serialize;
 
 /// Lines buffered between the request path and the writer thread.
 const CHANNEL_CAPACITY: usize = 64 * 1024;
 
-/// The access-log record of one request.
-#[derive(Debug, Default, Clone, Serialize)]
+/// The access-log record of one request. It holds cheap values (shared
+/// strings, the parsed method and URI, the peer address) and is formatted
+/// into a JSON line only when it is written, so a request whose log is off
+/// pays for no formatting.
+#[derive(Debug, Clone)]
 pub struct AccessRecord {
-    pub time: String,
-    pub request_id: String,
-    pub listener: String,
-    pub client: String,
-    pub method: String,
-    pub host: String,
-    pub path: String,
+    pub time: SystemTime,
+    pub request_id: Arc<str>,
+    pub listener: Arc<str>,
+    pub client: SocketAddr,
+    pub method: Method,
+    /// The Host header, or the URI's authority.
+    pub host: Option<HeaderValue>,
+    /// Only its path is logged.
+    pub uri: Uri,
     /// The status sent to the client (499 if it went away first).
     pub status: u16,
     /// `gateway`, `upstream` or `downstream`: who produced the outcome.
@@ -38,9 +47,9 @@ pub struct AccessRecord {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub duration_ms: f64,
-    pub route: Option<String>,
-    pub upstream: Option<String>,
-    pub upstream_server: Option<String>,
+    pub route: Option<Arc<str>>,
+    pub upstream: Option<Arc<str>>,
+    pub upstream_server: Option<Arc<str>>,
     pub upstream_status: Option<u16>,
     pub connect_ms: Option<f64>,
     pub first_byte_ms: Option<f64>,
@@ -52,19 +61,145 @@ pub struct AccessRecord {
 }
 
 /// One try of a request on one server.
-#[derive(Debug, Default, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct AttemptRecord {
-    pub server: String,
+    pub server: Arc<str>,
     /// Why the balancer chose it (`ewma`, `round_robin`, `hash`, `hash_spill`, ...).
     pub pick: &'static str,
     /// Chosen in panic mode (too few servers available).
     pub panic: bool,
     /// The connection came from the pool.
     pub reused: bool,
-    /// `status <code>` for a response, or the cause name of the failure.
-    pub outcome: String,
+    pub outcome: AttemptOutcome,
     pub connect_ms: Option<f64>,
     pub first_byte_ms: Option<f64>,
+}
+
+/// What became of an attempt; written as `status <code>`, a cause name, or a note.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    Pending,
+    Status(u16),
+    Cause(&'static str),
+    Note(&'static str),
+}
+
+/// The JSON line, borrowed from the record at write time.
+#[derive(Serialize)]
+struct Line<'a> {
+    time: String,
+    request_id: &'a str,
+    listener: &'a str,
+    client: String,
+    method: &'a str,
+    host: &'a str,
+    path: &'a str,
+    status: u16,
+    side: &'static str,
+    cause: Option<&'static str>,
+    proxy_status: Option<&'static str>,
+    aborted: bool,
+    bytes_in: u64,
+    bytes_out: u64,
+    duration_ms: f64,
+    route: Option<&'a str>,
+    upstream: Option<&'a str>,
+    upstream_server: Option<&'a str>,
+    upstream_status: Option<u16>,
+    connect_ms: Option<f64>,
+    first_byte_ms: Option<f64>,
+    attempts: &'a [AttemptRecord],
+    retry: Option<&'a str>,
+    detail: Option<&'a str>,
+}
+
+// === impl AccessRecord ===
+
+impl AccessRecord {
+    pub fn new(
+        time: SystemTime,
+        request_id: Arc<str>,
+        listener: Arc<str>,
+        client: SocketAddr,
+        method: Method,
+        host: Option<HeaderValue>,
+        uri: Uri,
+    ) -> Self {
+        Self {
+            time,
+            request_id,
+            listener,
+            client,
+            method,
+            host,
+            uri,
+            status: 0,
+            side: "gateway",
+            cause: None,
+            proxy_status: None,
+            aborted: false,
+            bytes_in: 0,
+            bytes_out: 0,
+            duration_ms: 0.0,
+            route: None,
+            upstream: None,
+            upstream_server: None,
+            upstream_status: None,
+            connect_ms: None,
+            first_byte_ms: None,
+            attempts: Vec::new(),
+            retry: None,
+            detail: None,
+        }
+    }
+
+    /// The JSON line (without the newline).
+    pub fn to_json(&self) -> serde_json::Result<String> {
+        let line = Line {
+            time: crate::rfc3339_millis(self.time),
+            request_id: &self.request_id,
+            listener: &self.listener,
+            client: self.client.to_string(),
+            method: self.method.as_str(),
+            host: self
+                .host
+                .as_ref()
+                .and_then(|h| h.to_str().ok())
+                .or_else(|| self.uri.authority().map(|a| a.as_str()))
+                .unwrap_or(""),
+            path: self.uri.path(),
+            status: self.status,
+            side: self.side,
+            cause: self.cause,
+            proxy_status: self.proxy_status,
+            aborted: self.aborted,
+            bytes_in: self.bytes_in,
+            bytes_out: self.bytes_out,
+            duration_ms: self.duration_ms,
+            route: self.route.as_deref(),
+            upstream: self.upstream.as_deref(),
+            upstream_server: self.upstream_server.as_deref(),
+            upstream_status: self.upstream_status,
+            connect_ms: self.connect_ms,
+            first_byte_ms: self.first_byte_ms,
+            attempts: &self.attempts,
+            retry: self.retry.as_deref(),
+            detail: self.detail.as_deref(),
+        };
+        serde_json::to_string(&line)
+    }
+}
+
+// === impl AttemptOutcome ===
+
+impl Serialize for AttemptOutcome {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            AttemptOutcome::Pending => s.serialize_str("pending"),
+            AttemptOutcome::Status(code) => s.collect_str(&format_args!("status {code}")),
+            AttemptOutcome::Cause(c) | AttemptOutcome::Note(c) => s.serialize_str(c),
+        }
+    }
 }
 
 /// Where access-log lines go. Cheap to clone.
@@ -116,7 +251,7 @@ impl AccessLog {
 
     pub fn log(&self, record: &AccessRecord) {
         let Some(inner) = &self.inner else { return };
-        let line = match serde_json::to_string(record) {
+        let line = match record.to_json() {
             Ok(line) => line,
             Err(e) => {
                 tracing::error!(error = %e, "cannot serialize access-log record");

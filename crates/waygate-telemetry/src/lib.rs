@@ -5,5 +5,5 @@
 mod access_log;
 mod time;
 
-pub use access_log::{AccessLog, AccessRecord, AttemptRecord};
+pub use access_log::{AccessLog, AccessRecord, AttemptOutcome, AttemptRecord};
 pub use time::rfc3339_millis;

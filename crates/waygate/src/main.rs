@@ -11,6 +11,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+/// mimalloc instead of glibc malloc: the request path allocates small,
+/// short-lived objects on one thread and frees them on another; see
+/// BENCHMARKS.md for the measurement behind this choice.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// waygate: an HTTP gateway that answers every failure truthfully.
 #[derive(Debug, Parser)]
 #[command(name = "waygate", version, about, long_about = None)]

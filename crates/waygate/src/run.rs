@@ -33,11 +33,18 @@ pub(crate) fn run(path: &Path, workers: Option<usize>) -> ExitCode {
 }
 
 pub(crate) fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = workers {
-        anyhow::ensure!(n > 0, "--workers must be at least 1");
-        b.worker_threads(n);
-    }
+    // One worker: a current-thread runtime, without the multi-thread
+    // scheduler's cross-thread machinery (measured in BENCHMARKS.md).
+    let mut b = match workers {
+        Some(0) => anyhow::bail!("--workers must be at least 1"),
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     b.enable_all().build().context("cannot start the runtime")
 }
 

@@ -113,7 +113,9 @@ pub(crate) struct Streaming {
     /// The first frame, read before the head was committed.
     pub(crate) first: Option<Frame<Bytes>>,
     pub(crate) body: Incoming,
-    pub(crate) idle: Pin<Box<Sleep>>,
+    /// Armed at the first wait for the upstream (most small bodies never
+    /// wait), reset after every frame.
+    pub(crate) idle: Option<Pin<Box<Sleep>>>,
     pub(crate) idle_timeout: Duration,
     /// Returned to the pool when the body ends cleanly.
     pub(crate) conn: Option<PooledConn>,
@@ -433,8 +435,9 @@ impl Body for ProxyBody {
         }
         match Pin::new(&mut s.body).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                let deadline = Instant::now() + s.idle_timeout;
-                s.idle.as_mut().reset(deadline);
+                if let Some(idle) = &mut s.idle {
+                    idle.as_mut().reset(Instant::now() + s.idle_timeout);
+                }
                 let n = frame.data_ref().map_or(0, Bytes::len);
                 let end = s.body.is_end_stream();
                 this.count(n);
@@ -453,7 +456,11 @@ impl Body for ProxyBody {
                 Poll::Ready(None)
             }
             Poll::Pending => {
-                if s.idle.as_mut().poll(cx).is_ready() {
+                let timeout = s.idle_timeout;
+                let idle = s
+                    .idle
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                if idle.as_mut().poll(cx).is_ready() {
                     let err = GatewayError::new(
                         Cause::ResponseBodyTimeout,
                         format!("upstream sent no body bytes for {:?}", s.idle_timeout),

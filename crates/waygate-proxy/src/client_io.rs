@@ -39,6 +39,12 @@ pub(crate) struct ClientIo {
     stream: TcpStream,
     shared: Arc<ConnShared>,
     phase: Phase,
+    /// When the current phase's timeout fires.
+    deadline: Instant,
+    /// The timer is set to `deadline`. It is only (re)armed when a read
+    /// has to wait, so a request whose head arrives in one read costs no
+    /// timer update for its header phase.
+    armed: bool,
     timer: Pin<Box<Sleep>>,
     header_timeout: Duration,
     keepalive_timeout: Duration,
@@ -53,11 +59,14 @@ impl ClientIo {
         header_timeout: Duration,
         keepalive_timeout: Duration,
     ) -> Self {
+        let deadline = Instant::now() + header_timeout;
         Self {
             stream,
             shared,
             phase: Phase::Head,
-            timer: Box::pin(tokio::time::sleep(header_timeout)),
+            deadline,
+            armed: true,
+            timer: Box::pin(tokio::time::sleep_until(deadline)),
             header_timeout,
             keepalive_timeout,
         }
@@ -73,7 +82,8 @@ impl ClientIo {
             Phase::Head => self.header_timeout,
             Phase::Busy => return,
         };
-        self.timer.as_mut().reset(Instant::now() + after);
+        self.deadline = Instant::now() + after;
+        self.armed = false;
     }
 }
 
@@ -101,6 +111,10 @@ impl AsyncRead for ClientIo {
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
+                if !this.armed {
+                    this.timer.as_mut().reset(this.deadline);
+                    this.armed = true;
+                }
                 if this.timer.as_mut().poll(cx).is_ready() {
                     let which = if this.phase == Phase::Idle {
                         "keepalive_timeout"

@@ -461,7 +461,7 @@ async fn respond(
         body: Streaming {
             first,
             body,
-            idle: Box::pin(tokio::time::sleep(upstream.body_idle_timeout)),
+            idle: None,
             idle_timeout: upstream.body_idle_timeout,
             conn: Some(conn),
         },

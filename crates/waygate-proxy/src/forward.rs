@@ -172,7 +172,10 @@ async fn forward(
     // Prepare the request and its body.
     let key = upstream.hash_key.as_ref().map(|k| hash_key(k, conn, &req));
     let (mut parts, body) = req.into_parts();
-    prepare_request(rt, conn, &mut parts, id);
+    // One header value for the id, shared (not copied) by request and response.
+    let id_header =
+        HeaderValue::from_str(id.as_str()).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+    prepare_request(rt, conn, &mut parts, &id_header);
     let mut body = RequestBody::prepare(body, upstream, finish).await?;
     let idempotent = is_idempotent(&parts.method);
     upstream.budget.deposit(waygate_upstream::now_ms());
@@ -230,7 +233,7 @@ async fn forward(
                     }
                 }
                 finish.in_flight = Some(in_flight);
-                return respond(rt, upstream, &members.set, resp, conn, id, &pick).await;
+                return respond(rt, upstream, &members.set, resp, conn, &id_header, &pick).await;
             }
             Err(Failure { err, sent }) => {
                 let outcome = match err.cause.side() {
@@ -375,7 +378,7 @@ fn client_ip(conn: &ConnInfo, req: &Request<Incoming>) -> String {
 
 /// Rewrites the client's request for the upstream: origin-form target,
 /// HTTP/1.1, hop-by-hop headers removed, forwarding headers and request id.
-fn prepare_request(rt: &Runtime, conn: &ConnInfo, parts: &mut Parts, id: &RequestId) {
+fn prepare_request(rt: &Runtime, conn: &ConnInfo, parts: &mut Parts, id: &HeaderValue) {
     if !parts.headers.contains_key(header::HOST) {
         if let Some(auth) = parts.uri.authority() {
             if let Ok(v) = HeaderValue::from_str(auth.as_str()) {
@@ -389,14 +392,12 @@ fn prepare_request(rt: &Runtime, conn: &ConnInfo, parts: &mut Parts, id: &Reques
     let host = parts.headers.get(header::HOST).cloned();
     headers::set_forwarding(
         &mut parts.headers,
-        conn.peer.ip(),
+        &conn.peer_header,
         conn.trusted,
         host.as_ref(),
         &rt.via,
     );
-    if let Ok(v) = HeaderValue::from_str(id.as_str()) {
-        parts.headers.insert(X_REQUEST_ID.clone(), v);
-    }
+    parts.headers.insert(X_REQUEST_ID.clone(), id.clone());
     let origin_form = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
         parts.uri = Uri::try_from(origin_form).unwrap_or_else(|_| Uri::from_static("/"));
@@ -412,7 +413,7 @@ async fn respond(
     set: &ServerSet,
     resp: Response<Incoming>,
     mut conn: PooledConn,
-    id: &RequestId,
+    id: &HeaderValue,
     pick: &Pick,
 ) -> Result<Ready, GatewayError> {
     let (mut parts, mut body) = resp.into_parts();
@@ -433,9 +434,7 @@ async fn respond(
         .and_then(|v| pool::keepalive_timeout(v.as_bytes()));
     headers::remove_hop_by_hop(&mut parts.headers);
     headers::append_via(&mut parts.headers, &rt.via);
-    if let Ok(v) = HeaderValue::from_str(id.as_str()) {
-        parts.headers.insert(X_REQUEST_ID.clone(), v);
-    }
+    parts.headers.insert(X_REQUEST_ID.clone(), id.clone());
     parts.version = Version::HTTP_11;
 
     // Hold the head briefly for the first body bytes: a body broken from its

@@ -49,6 +49,11 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// The `X-Forwarded-For` value naming a peer (computed once per connection).
+pub(crate) fn peer_value(peer: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&peer.to_string()).expect("an IP address is a valid header value")
+}
+
 /// Whether `peer` is one of the trusted proxies.
 pub(crate) fn is_trusted(trusted: &[IpNet], peer: IpAddr) -> bool {
     let peer = match peer {
@@ -61,13 +66,11 @@ pub(crate) fn is_trusted(trusted: &[IpNet], peer: IpAddr) -> bool {
 /// Sets the forwarding headers on a request going upstream.
 pub(crate) fn set_forwarding(
     headers: &mut HeaderMap,
-    peer: IpAddr,
+    peer_value: &HeaderValue,
     trusted: bool,
     host: Option<&HeaderValue>,
     via: &HeaderValue,
 ) {
-    let peer_value =
-        HeaderValue::from_str(&peer.to_string()).expect("an IP address is a valid header value");
     let prior_xff = if trusted {
         joined(headers, &X_FORWARDED_FOR)
     } else {
@@ -80,11 +83,11 @@ pub(crate) fn set_forwarding(
             v.extend_from_slice(peer_value.as_bytes());
             match HeaderValue::from_bytes(&v) {
                 Ok(v) => headers.insert(X_FORWARDED_FOR.clone(), v),
-                Err(_) => headers.insert(X_FORWARDED_FOR.clone(), peer_value),
+                Err(_) => headers.insert(X_FORWARDED_FOR.clone(), peer_value.clone()),
             };
         }
         None => {
-            headers.insert(X_FORWARDED_FOR.clone(), peer_value);
+            headers.insert(X_FORWARDED_FOR.clone(), peer_value.clone());
         }
     }
     if !(trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
@@ -178,7 +181,7 @@ mod tests {
         let host = HeaderValue::from_static("example.com");
         set_forwarding(
             &mut h,
-            "10.1.2.3".parse().unwrap(),
+            &peer_value("10.1.2.3".parse().unwrap()),
             false,
             Some(&host),
             &via,
@@ -200,7 +203,13 @@ mod tests {
             ("x-forwarded-host", "front.example"),
             ("via", "1.1 edge"),
         ]);
-        set_forwarding(&mut h, "10.0.0.1".parse().unwrap(), true, None, &via);
+        set_forwarding(
+            &mut h,
+            &peer_value("10.0.0.1".parse().unwrap()),
+            true,
+            None,
+            &via,
+        );
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "front.example");

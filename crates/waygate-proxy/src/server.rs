@@ -37,6 +37,8 @@ pub(crate) struct ConnInfo {
     pub(crate) listener: usize,
     pub(crate) peer: SocketAddr,
     pub(crate) trusted: bool,
+    /// The peer's IP as an `X-Forwarded-For` value.
+    pub(crate) peer_header: http::HeaderValue,
     pub(crate) shared: Arc<ConnShared>,
 }
 
@@ -164,6 +166,7 @@ async fn accept_loop(
             listener: index,
             peer,
             trusted: crate::headers::is_trusted(&rt.trusted, peer.ip()),
+            peer_header: crate::headers::peer_value(peer.ip()),
             shared,
         });
         let svc = GatewayService {

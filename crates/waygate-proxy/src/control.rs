@@ -106,6 +106,7 @@ impl Gateway {
             .find(|s| &*s.label == server)
             .ok_or_else(|| ControlError::NoServer(upstream.to_owned(), server.to_owned()))?;
         s.set_admin(state);
+        members.set.invalidate();
         Ok(())
     }
 }

@@ -29,4 +29,10 @@ mod supervise;
 pub use control::{admin_name, ControlError, ServerView, UpstreamView};
 pub use runtime::{BuildError, Gateway};
 pub use server::Bound;
+
+/// Internals exposed for the criterion benchmarks only; not a stable API.
+#[doc(hidden)]
+pub mod bench_api {
+    pub use crate::router::Router;
+}
 pub use waygate_upstream::AdminState;

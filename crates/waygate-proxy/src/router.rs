@@ -9,12 +9,12 @@ use std::sync::Arc;
 use waygate_config::{HostMatch, RouteConfig};
 
 #[derive(Debug)]
-pub(crate) struct Router {
+pub struct Router {
     routes: Vec<RouteEntry>,
 }
 
 #[derive(Debug)]
-pub(crate) struct RouteEntry {
+pub struct RouteEntry {
     pub(crate) name: Arc<str>,
     host: HostMatch,
     prefix: String,
@@ -25,7 +25,7 @@ pub(crate) struct RouteEntry {
 
 impl Router {
     /// The routes of `listener` (an index into the config's listeners).
-    pub(crate) fn new(routes: &[RouteConfig], listener: usize) -> Self {
+    pub fn new(routes: &[RouteConfig], listener: usize) -> Self {
         let mut routes: Vec<(usize, RouteEntry)> = routes
             .iter()
             .filter(|r| r.listener.is_none_or(|l| l == listener))
@@ -50,7 +50,7 @@ impl Router {
     }
 
     /// The most specific route for `host` (lowercase, without port) and `path`.
-    pub(crate) fn find(&self, host: &str, path: &str) -> Option<&RouteEntry> {
+    pub fn find(&self, host: &str, path: &str) -> Option<&RouteEntry> {
         self.routes
             .iter()
             .find(|r| path.starts_with(r.prefix.as_str()) && r.host.matches(host))

@@ -4,7 +4,7 @@
 //! servers are available, panic mode spreads load over every enabled server
 //! rather than refusing everyone (as Envoy does).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +18,11 @@ use crate::wrr;
 /// Most Maglev slots probed for an available server under its load bound.
 const MAX_HASH_PROBES: usize = 64;
 
+/// How long a panic-mode decision is reused before the servers are counted
+/// again (so a pick stays O(1) with many servers). Passive ejections
+/// invalidate it at once; health-check changes show within this time.
+const PANIC_CACHE_MS: u64 = 100;
+
 /// The servers of one upstream and how to choose among them.
 #[derive(Debug)]
 pub struct ServerSet {
@@ -25,6 +30,8 @@ pub struct ServerSet {
     policy: Policy,
     slow_start: Option<Duration>,
     outlier: OutlierConfig,
+    /// `(computed_at_ms << 1) | in_panic`, 0 when unknown.
+    panic_cache: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -133,6 +140,7 @@ impl ServerSet {
             policy,
             slow_start,
             outlier,
+            panic_cache: AtomicU64::new(0),
         }
     }
 
@@ -154,6 +162,22 @@ impl ServerSet {
         available * 100 < self.outlier.panic_threshold as usize * total
     }
 
+    fn in_panic_cached(&self, now: u64) -> bool {
+        let v = self.panic_cache.load(Ordering::Relaxed);
+        if v != 0 && now.saturating_sub(v >> 1) < PANIC_CACHE_MS {
+            return v & 1 == 1;
+        }
+        let panic = self.in_panic(now);
+        self.panic_cache
+            .store((now << 1) | u64::from(panic), Ordering::Relaxed);
+        panic
+    }
+
+    /// Forgets the cached panic decision (after an ejection, or in tests).
+    pub fn invalidate(&self) {
+        self.panic_cache.store(0, Ordering::Relaxed);
+    }
+
     /// Chooses a server for an attempt. `key` is the request's hash key (for
     /// `hash`); `tried` lists servers this request already tried, which are
     /// avoided while another server is possible.
@@ -162,7 +186,7 @@ impl ServerSet {
             return None;
         }
         let now = now_ms();
-        let panic = self.in_panic(now);
+        let panic = self.in_panic_cached(now);
         let usable = |s: &ServerState| {
             if panic {
                 s.admin() == AdminState::Enabled
@@ -323,6 +347,7 @@ impl ServerSet {
             o.max_ejection_time,
             may_eject,
         ) {
+            self.invalidate();
             tracing::warn!(
                 server = %server.label,
                 ejection = ?time,

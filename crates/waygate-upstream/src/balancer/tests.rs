@@ -137,6 +137,7 @@ fn unhealthy_servers_are_skipped_until_panic_mode() {
     // 3 of 4 down: 25 % available < 50 % → panic mode uses all four.
     s.servers()[1].set_health(false, "test".into());
     s.servers()[2].set_health(false, "test".into());
+    s.invalidate();
     assert!(s.in_panic(crate::now_ms()));
     let got = shares(&s, 4000, |_| None);
     assert!(got.iter().all(|&g| (g - 0.25).abs() < 0.01), "{got:?}");
@@ -144,6 +145,7 @@ fn unhealthy_servers_are_skipped_until_panic_mode() {
     assert!(p.panic);
     // Disabled servers are never used, even in panic mode.
     s.servers()[3].set_admin(AdminState::Disabled);
+    s.invalidate();
     let got = shares(&s, 1000, |_| None);
     assert_eq!(got[3], 0.0);
 }
@@ -155,6 +157,7 @@ fn panic_threshold_zero_means_no_panic() {
     let s = ServerSet::new(&servers(&[1, 1]), &Balance::RoundRobin, None, o);
     s.servers()[0].set_health(false, "down".into());
     s.servers()[1].set_health(false, "down".into());
+    s.invalidate();
     assert!(s.pick(None, &[]).is_none());
 }
 

@@ -35,6 +35,9 @@ pub(crate) struct ConnShared {
     /// Requests whose response has not finished yet. The connection's
     /// keep-alive timer runs only while this is zero.
     pub(crate) in_flight: AtomicUsize,
+    /// The connection's reader, woken when the last response finishes so
+    /// it can start its keep-alive timer.
+    pub(crate) idle_waker: atomic_waker::AtomicWaker,
 }
 
 /// Progress of a request body being sent upstream.
@@ -347,7 +350,9 @@ impl Drop for Finish {
         }
         self.rec.duration_ms = ms(self.start.elapsed());
         self.log.log(&self.rec);
-        self.conn.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if self.conn.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.conn.idle_waker.wake();
+        }
     }
 }
 

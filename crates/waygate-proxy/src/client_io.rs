@@ -94,9 +94,18 @@ impl AsyncRead for ClientIo {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.shared.in_flight.load(Ordering::Relaxed) > 0 {
+        if this.shared.in_flight.load(Ordering::Acquire) > 0 {
             this.enter(Phase::Busy);
-            return Pin::new(&mut this.stream).poll_read(cx, buf);
+            let r = Pin::new(&mut this.stream).poll_read(cx, buf);
+            if r.is_pending() {
+                // Be woken when the response finishes, to start the
+                // keep-alive timer even if the client sends nothing.
+                this.shared.idle_waker.register(cx.waker());
+                if this.shared.in_flight.load(Ordering::Acquire) == 0 {
+                    cx.waker().wake_by_ref();
+                }
+            }
+            return r;
         }
         if this.phase == Phase::Busy {
             this.enter(Phase::Idle);

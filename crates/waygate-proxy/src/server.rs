@@ -13,7 +13,7 @@ use std::time::Duration;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -173,8 +173,10 @@ async fn accept_loop(
             rt: rt.clone(),
             conn,
         };
+        // No hyper timer: its header-read timeout (30 s by default once a
+        // timer is set) would arm a timer per request; ClientIo enforces
+        // client_header_timeout and keepalive_timeout instead.
         let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
             .keep_alive(true)
             .serve_connection(TokioIo::new(io), svc);
         let conn = graceful.watcher().watch(conn);

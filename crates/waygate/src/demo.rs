@@ -105,10 +105,10 @@ async fn run(listen: SocketAddr) -> anyhow::Result<()> {
 
     let mut toml = format!(
         "[[listener]]\nname = \"demo\"\nlisten = \"{listen}\"\n\n\
-         [upstream.app]\nservers = [\"{}\", \"{}\"]\n\n\
-         [upstream.refused]\nservers = [\"{}\"]\n\n\
-         [upstream.dns]\nservers = [\"no-such-host.invalid:80\"]\n\n\
-         [upstream.blackhole]\nservers = [\"{}\"]\nconnect_timeout = \"1s\"\n\n\
+         [upstream.app]\nservers = [\"{}\", \"{}\"]\nbalance = \"round_robin\"\n\n\
+         [upstream.refused]\nservers = [\"{}\"]\n[upstream.refused.retry]\nmax_attempts = 1\n\n\
+         [upstream.dns]\nservers = [\"no-such-host.invalid:80\"]\n[upstream.dns.retry]\nmax_attempts = 1\n\n\
+         [upstream.blackhole]\nservers = [\"{}\"]\nconnect_timeout = \"1s\"\n[upstream.blackhole.retry]\nmax_attempts = 1\n\n\
          [upstream.empty]\nservers = []\n\n",
         keep[0].addr,
         keep[1].addr,
@@ -131,7 +131,7 @@ async fn run(listen: SocketAddr) -> anyhow::Result<()> {
         let up = Upstream::start(behavior).await?;
         let _ = write!(
             toml,
-            "[upstream.{name}]\nservers = [\"{}\"]\nresponse_timeout = \"2s\"\nbody_idle_timeout = \"2s\"\n\n",
+            "[upstream.{name}]\nservers = [\"{}\"]\nresponse_timeout = \"2s\"\nbody_idle_timeout = \"2s\"\n\n[upstream.{name}.retry]\nmax_attempts = 1\n\n",
             up.addr
         );
         let _ = write!(

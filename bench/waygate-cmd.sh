@@ -5,15 +5,23 @@
 #   PROXY_NAME=waygate PROXY_URL=http://127.0.0.1:8090/ \
 #   PROXY_CMD="exec $PWD/bench/waygate-cmd.sh" TARGETS="nginx haproxy custom" \
 #   RUNS=3 DURATION=8s ../shared/bench/proxy-bench.sh
+# WAYGATE_FEATURES=1 turns on the access log (to a file) and active health
+# checks, to measure what they cost.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
+log_target="off"
+health=""
+if [ "${WAYGATE_FEATURES:-0}" = 1 ]; then
+  log_target="$BENCH_WORK/access.log"
+  health=$'\n[upstream.origin.health_check]\ninterval = "1s"\n'
+fi
 cat > "$BENCH_WORK/waygate.toml" <<TOML
 [[listener]]
 name = "bench"
 listen = "127.0.0.1:8090"
 
 [access_log]
-target = "off"
+target = "$log_target"
 
 [[route]]
 upstream = "origin"
@@ -21,5 +29,6 @@ upstream = "origin"
 [upstream.origin]
 servers = ["$BENCH_UPSTREAM1", "$BENCH_UPSTREAM2"]
 balance = "round_robin"
+$health
 TOML
 exec "$here/target/release/waygate" --log-level warn run --config "$BENCH_WORK/waygate.toml" --workers "${WAYGATE_WORKERS:-1}"

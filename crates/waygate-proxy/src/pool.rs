@@ -24,6 +24,9 @@ use crate::classify;
 /// request before it is given up.
 const READY_WAIT: Duration = Duration::from_secs(1);
 
+/// Largest read buffer of an upstream connection.
+const READ_BUF_MAX: usize = 1024 * 1024;
+
 /// A pooled connection is closed this long before the server's own
 /// announced keep-alive timeout.
 const KEEPALIVE_MARGIN: Duration = Duration::from_millis(500);
@@ -181,7 +184,10 @@ impl Server {
         };
         let _ = stream.set_nodelay(true);
         let (tx, conn) = http1::Builder::new()
-            .max_buf_size(self.max_header_size.max(8192))
+            // Reads grow adaptively up to this size while a body streams
+            // (bigger reads: fewer syscalls for large responses); the head
+            // is bounded separately by max_header_size.
+            .max_buf_size(READ_BUF_MAX.max(self.max_header_size))
             .max_header_size(self.max_header_size)
             .max_headers(500)
             .handshake(TokioIo::new(stream))

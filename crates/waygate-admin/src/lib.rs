@@ -9,6 +9,8 @@
 //! |---|---|---|
 //! | GET | `/healthz` | `ok` while the gateway runs |
 //! | GET | `/upstreams` | every upstream and server with live state (JSON) |
+//! | GET | `/errors` | the most recent gateway errors, newest first (JSON; `?limit=N`, default 50) |
+//! | GET | `/errors/<request-id>` | one gateway error: the full record, what the cause means, what to check |
 //! | POST | `/upstreams/<name>/servers/<host:port>/enable` | put a server back in rotation |
 //! | POST | `/upstreams/<name>/servers/<host:port>/drain` | no new requests; in-flight ones finish |
 //! | POST | `/upstreams/<name>/servers/<host:port>/disable` | out of rotation, even in panic mode |
@@ -23,7 +25,9 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+use waygate_core::Cause;
 use waygate_proxy::{admin_name, AdminState, ControlError, Gateway};
+use waygate_telemetry::AccessRecord;
 
 /// Serves the admin API on `listener` until `shutdown` completes.
 pub async fn serve(
@@ -85,6 +89,27 @@ fn handle(
     match (req.method(), segments.as_slice()) {
         (&Method::GET, ["healthz"]) => text(StatusCode::OK, "ok\n"),
         (&Method::GET, ["upstreams"]) => json(StatusCode::OK, upstreams(gateway)),
+        (&Method::GET, ["errors"]) => {
+            let limit = req
+                .uri()
+                .query()
+                .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("limit=")))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(50usize);
+            let list: Vec<serde_json::Value> = gateway
+                .recent_errors(limit)
+                .iter()
+                .map(error_json)
+                .collect();
+            json(StatusCode::OK, serde_json::json!({ "errors": list }))
+        }
+        (&Method::GET, ["errors", id]) => match gateway.error(id) {
+            Some(rec) => json(StatusCode::OK, error_json(&rec)),
+            None => json(
+                StatusCode::NOT_FOUND,
+                serde_json::json!({"error": format!("no gateway error recorded for request id {id}: the request succeeded, never reached this gateway, or is older than the last errors kept")}),
+            ),
+        },
         (&Method::POST, ["upstreams", name, "servers", server, action]) => {
             let state = match *action {
                 "enable" => AdminState::Enabled,
@@ -108,7 +133,14 @@ fn handle(
                 ),
             }
         }
-        (_, ["healthz"] | ["upstreams"] | ["upstreams", _, "servers", _, _]) => json(
+        (
+            _,
+            ["healthz"]
+            | ["upstreams"]
+            | ["errors"]
+            | ["errors", _]
+            | ["upstreams", _, "servers", _, _],
+        ) => json(
             StatusCode::METHOD_NOT_ALLOWED,
             serde_json::json!({"error": "method not allowed"}),
         ),
@@ -117,6 +149,24 @@ fn handle(
             serde_json::json!({"error": format!("no admin endpoint {path}")}),
         ),
     }
+}
+
+/// A recorded error with what its cause means for a person and an operator.
+fn error_json(rec: &AccessRecord) -> serde_json::Value {
+    let record: serde_json::Value = rec
+        .to_json()
+        .ok()
+        .and_then(|l| serde_json::from_str(&l).ok())
+        .unwrap_or(serde_json::Value::Null);
+    let cause = rec.cause.and_then(Cause::from_name);
+    serde_json::json!({
+        "request_id": &*rec.request_id,
+        "record": record,
+        "cause": rec.cause,
+        "title": cause.map(Cause::title),
+        "explanation": cause.map(Cause::explanation),
+        "fixes": cause.map(Cause::fixes),
+    })
 }
 
 fn upstreams(gateway: &Gateway) -> serde_json::Value {

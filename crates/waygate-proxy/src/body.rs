@@ -22,7 +22,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 use waygate_core::{Cause, GatewayError, Side};
-use waygate_telemetry::{AccessLog, AccessRecord};
+use waygate_telemetry::{AccessLog, AccessRecord, ErrorRing};
 
 use crate::classify;
 use crate::pool::PooledConn;
@@ -88,6 +88,7 @@ pub(crate) struct Finish {
     pub(crate) rec: AccessRecord,
     pub(crate) start: Instant,
     log: AccessLog,
+    errors: Arc<ErrorRing>,
     conn: Arc<ConnShared>,
     pub(crate) upload: Option<Arc<Upload>>,
     /// Counts the request in flight on its server and its upstream until
@@ -276,6 +277,7 @@ impl Finish {
         rec: AccessRecord,
         start: Instant,
         log: AccessLog,
+        errors: Arc<ErrorRing>,
         conn: Arc<ConnShared>,
     ) -> Self {
         conn.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -283,6 +285,7 @@ impl Finish {
             rec,
             start,
             log,
+            errors,
             conn,
             upload: None,
             in_flight: None,
@@ -350,6 +353,9 @@ impl Drop for Finish {
         }
         self.rec.duration_ms = ms(self.start.elapsed());
         self.log.log(&self.rec);
+        if self.rec.cause.is_some() {
+            self.errors.push(&self.rec);
+        }
         if self.conn.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.conn.idle_waker.wake();
         }

@@ -2,6 +2,7 @@
 //! upstreams with their servers' live state, and per-server admin state
 //! (enable, drain, disable) changed without a reload.
 
+use waygate_telemetry::AccessRecord;
 use waygate_upstream::{AdminState, Health};
 
 use crate::runtime::Gateway;
@@ -82,6 +83,16 @@ impl Gateway {
                     .collect(),
             })
             .collect()
+    }
+
+    /// The recorded gateway error of `request_id`, if still in the ring.
+    pub fn error(&self, request_id: &str) -> Option<AccessRecord> {
+        self.rt.errors.find(request_id)
+    }
+
+    /// The most recent gateway errors, newest first.
+    pub fn recent_errors(&self, n: usize) -> Vec<AccessRecord> {
+        self.rt.errors.recent(n)
     }
 
     /// Enables, drains or disables one server of an upstream. Draining and

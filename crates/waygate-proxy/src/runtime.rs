@@ -16,7 +16,7 @@ use waygate_config::{
 };
 use waygate_core::RequestIdGenerator;
 use waygate_resilience::{Limits, RetryBudget};
-use waygate_telemetry::AccessLog;
+use waygate_telemetry::{AccessLog, ErrorRing, DEFAULT_ERROR_RING};
 use waygate_upstream::ServerSet;
 
 use crate::pool::Server;
@@ -44,6 +44,8 @@ pub(crate) struct Runtime {
     pub(crate) via: HeaderValue,
     pub(crate) responder: Responder,
     pub(crate) access_log: AccessLog,
+    /// The last gateway errors, for `/errors/<id>` and `waygate why`.
+    pub(crate) errors: Arc<ErrorRing>,
     pub(crate) ids: RequestIdGenerator,
     pub(crate) drain_timeout: Duration,
     pub(crate) expose_addresses: bool,
@@ -118,6 +120,7 @@ impl Gateway {
             via,
             responder: Responder::new(g.name.clone(), pages),
             access_log,
+            errors: Arc::new(ErrorRing::new(DEFAULT_ERROR_RING)),
             ids: RequestIdGenerator::new(),
             drain_timeout: g.drain_timeout,
             expose_addresses: g.expose_upstream_addresses,

@@ -205,6 +205,7 @@ impl hyper::service::Service<Request<Incoming>> for GatewayService {
             forward::initial_record(&self.rt, &self.conn, &req, &id),
             start,
             self.rt.access_log.clone(),
+            self.rt.errors.clone(),
             self.conn.shared.clone(),
         );
         let rt = self.rt.clone();

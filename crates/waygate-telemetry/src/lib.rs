@@ -3,7 +3,9 @@
 //! path. Metrics and the error ring for `waygate why` land here later.
 
 mod access_log;
+mod error_ring;
 mod time;
 
 pub use access_log::{AccessLog, AccessRecord, AttemptOutcome, AttemptRecord};
+pub use error_ring::{ErrorRing, DEFAULT_ERROR_RING};
 pub use time::rfc3339_millis;

@@ -147,14 +147,23 @@ async fn run(listen: SocketAddr) -> anyhow::Result<()> {
         .map_err(|d| anyhow::anyhow!("demo config is invalid: {:?}", d))?;
     let gateway = Gateway::build(&loaded.config, AccessLog::stdout()?)?;
     let bound = gateway.bind().await?;
-    print_guide(listen);
+    // The admin listener on a free loopback port, for `waygate why`.
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let admin_addr = admin.local_addr()?;
+    tokio::spawn(waygate_admin::serve(
+        admin,
+        gateway.clone(),
+        None,
+        std::future::pending(),
+    ));
+    print_guide(listen, admin_addr);
     gateway.serve(bound, crate::run::shutdown_signal()).await;
     drop(keep);
     drop(blackhole);
     Ok(())
 }
 
-fn print_guide(listen: SocketAddr) {
+fn print_guide(listen: SocketAddr, admin: SocketAddr) {
     let base = format!("http://{listen}");
     let mut lines: Vec<(String, &str)> = vec![
         (
@@ -195,6 +204,19 @@ fn print_guide(listen: SocketAddr) {
         out,
         "And as an API client sees it:         curl -H 'Accept: application/json' {base}/refused"
     );
+    let _ = writeln!(
+        out,
+        "\nWhy did a request fail? Take its X-Request-Id and ask:"
+    );
+    let _ = writeln!(
+        out,
+        "  cargo run --release -- why <request-id> --admin {admin}"
+    );
+    let _ = writeln!(
+        out,
+        "Servers and their state: curl http://{admin}/upstreams"
+    );
+    let _ = writeln!(out, "Recent gateway errors:   curl http://{admin}/errors");
     let _ = writeln!(
         out,
         "One JSON access-log line per request follows on stdout. Ctrl-C stops the demo.\n"

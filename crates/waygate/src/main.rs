@@ -5,6 +5,7 @@ mod check;
 mod demo;
 mod logging;
 mod run;
+mod why;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -56,6 +57,19 @@ enum Command {
         #[arg(long, value_enum, default_value_t = check::Format::Text)]
         format: check::Format,
     },
+    /// Explain a gateway error by its request id (asks the admin listener).
+    Why {
+        /// The X-Request-Id of the failed request.
+        request_id: String,
+        /// The admin listener's address (default: [admin] listen of the config).
+        #[arg(long)]
+        admin: Option<String>,
+        /// The admin token (default: [admin] token of the config, or $WAYGATE_ADMIN_TOKEN).
+        #[arg(long, env = "WAYGATE_ADMIN_TOKEN")]
+        token: Option<String>,
+        #[arg(long, short, default_value = "waygate.toml")]
+        config: PathBuf,
+    },
     /// Start the gateway in front of built-in demo upstreams that fail in every way.
     Demo {
         /// Where the demo gateway listens.
@@ -72,6 +86,19 @@ fn main() -> ExitCode {
             logging::init(cli.log_format, cli.log_level.as_deref());
             run::run(&config, workers)
         }
+        Command::Why {
+            request_id,
+            admin,
+            token,
+            config,
+        } => why::why(
+            &request_id,
+            why::Target {
+                admin,
+                token,
+                config,
+            },
+        ),
         Command::Demo { listen } => {
             logging::init(cli.log_format, cli.log_level.as_deref());
             demo::demo(listen)

@@ -1,0 +1,165 @@
+//! `waygate why <request-id>`: asks the admin listener what happened to a
+//! request the gateway answered with an error (or cut off), and explains it
+//! in plain words with what to check.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+
+/// Where to ask, from the flags or the config's `[admin]` table.
+pub(crate) struct Target {
+    pub(crate) admin: Option<String>,
+    pub(crate) token: Option<String>,
+    pub(crate) config: std::path::PathBuf,
+}
+
+pub(crate) fn why(id: &str, target: Target) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("waygate why: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rt.block_on(fetch(id, target)) {
+        Ok((200, body)) => {
+            print!("{}", explain(&body));
+            ExitCode::SUCCESS
+        }
+        Ok((404, body)) => {
+            let msg = body["error"].as_str().unwrap_or("not found");
+            eprintln!("{msg}");
+            ExitCode::FAILURE
+        }
+        Ok((status, body)) => {
+            eprintln!(
+                "waygate why: the admin listener answered {status}: {}",
+                body["error"].as_str().unwrap_or("")
+            );
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("waygate why: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn fetch(id: &str, t: Target) -> anyhow::Result<(u16, serde_json::Value)> {
+    let (addr, token) = match t.admin {
+        Some(a) => (a, t.token),
+        None => {
+            let loaded = waygate_config::load(Path::new(&t.config)).map_err(|d| {
+                anyhow::anyhow!(
+                    "no --admin given and {} is not usable: {}",
+                    t.config.display(),
+                    d.first().map(ToString::to_string).unwrap_or_default()
+                )
+            })?;
+            let admin = loaded.config.admin.with_context(|| {
+                format!(
+                    "{} has no [admin] table; pass --admin ADDR",
+                    t.config.display()
+                )
+            })?;
+            (admin.listen.to_string(), t.token.or(admin.token))
+        }
+    };
+    let stream = tokio::net::TcpStream::connect(&addr)
+        .await
+        .with_context(|| format!("cannot reach the admin listener at {addr}"))?;
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let mut req =
+        http::Request::get(format!("/errors/{id}")).header(http::header::HOST, addr.as_str());
+    if let Some(token) = token {
+        req = req.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let resp = tx.send_request(req.body(Empty::<Bytes>::new())?).await?;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await?.to_bytes();
+    let value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+    Ok((status, value))
+}
+
+/// The human explanation of an `/errors/<id>` answer.
+pub(crate) fn explain(v: &serde_json::Value) -> String {
+    use std::fmt::Write as _;
+    let r = &v["record"];
+    let s = |x: &serde_json::Value| x.as_str().unwrap_or("-").to_owned();
+    let mut out = String::new();
+    let _ = writeln!(out, "Request {} at {}", s(&v["request_id"]), s(&r["time"]));
+    let _ = writeln!(
+        out,
+        "  {} {}{} from {} on listener {}, route {} -> upstream {}",
+        s(&r["method"]),
+        s(&r["host"]),
+        s(&r["path"]),
+        s(&r["client"]),
+        s(&r["listener"]),
+        s(&r["route"]),
+        s(&r["upstream"])
+    );
+    let who = match r["side"].as_str() {
+        Some("gateway") => "the gateway answered",
+        Some("downstream") => "the client caused",
+        _ => "the upstream answered",
+    };
+    let aborted = if r["aborted"] == true {
+        ", then the response was cut off"
+    } else {
+        ""
+    };
+    let _ = writeln!(
+        out,
+        "  Outcome: {who} {}{aborted} - cause {} (Proxy-Status error={})",
+        r["status"],
+        s(&v["cause"]),
+        s(&r["proxy_status"])
+    );
+    let _ = writeln!(out, "  What happened: {}", s(&v["explanation"]));
+    if let Some(attempts) = r["attempts"].as_array().filter(|a| !a.is_empty()) {
+        let _ = writeln!(out, "  Attempts:");
+        for (i, a) in attempts.iter().enumerate() {
+            let conn = if a["reused"] == true {
+                "pooled connection"
+            } else {
+                "new connection"
+            };
+            let panic = if a["panic"] == true {
+                ", panic mode"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                out,
+                "    {}. {} (picked by {}{panic}, {conn}): {}",
+                i + 1,
+                s(&a["server"]),
+                s(&a["pick"]),
+                s(&a["outcome"])
+            );
+        }
+    }
+    if let Some(retry) = r["retry"].as_str() {
+        let _ = writeln!(out, "  Retry decision: {retry}");
+    }
+    if let Some(detail) = r["detail"].as_str() {
+        let _ = writeln!(out, "  Detail: {detail}");
+    }
+    let _ = writeln!(out, "  Timings: total {} ms", r["duration_ms"]);
+    if let Some(fixes) = v["fixes"].as_array() {
+        let _ = writeln!(out, "  What to check:");
+        for f in fixes {
+            let _ = writeln!(out, "    - {}", s(f));
+        }
+    }
+    out
+}

@@ -8,6 +8,7 @@
 //! | method | path | what |
 //! |---|---|---|
 //! | GET | `/healthz` | `ok` while the gateway runs |
+//! | GET | `/metrics` | Prometheus text exposition (encoded with `prometheus-client`) |
 //! | GET | `/upstreams` | every upstream and server with live state (JSON) |
 //! | GET | `/errors` | the most recent gateway errors, newest first (JSON; `?limit=N`, default 50) |
 //! | GET | `/errors/<request-id>` | one gateway error: the full record, what the cause means, what to check |
@@ -88,6 +89,14 @@ fn handle(
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (req.method(), segments.as_slice()) {
         (&Method::GET, ["healthz"]) => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, ["metrics"]) => {
+            let mut r = Response::new(Full::new(Bytes::from(gateway.metrics_text())));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r
+        }
         (&Method::GET, ["upstreams"]) => json(StatusCode::OK, upstreams(gateway)),
         (&Method::GET, ["errors"]) => {
             let limit = req
@@ -136,6 +145,7 @@ fn handle(
         (
             _,
             ["healthz"]
+            | ["metrics"]
             | ["upstreams"]
             | ["errors"]
             | ["errors", _]

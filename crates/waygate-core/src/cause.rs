@@ -405,6 +405,11 @@ impl Cause {
         }
     }
 
+    /// Position in [`Cause::ALL`], for arrays of per-cause counters.
+    pub fn index(self) -> usize {
+        Cause::ALL.iter().position(|c| *c == self).unwrap_or(0)
+    }
+
     /// Looks a cause up by its stable name.
     pub fn from_name(name: &str) -> Option<Cause> {
         Cause::ALL.iter().copied().find(|c| c.name() == name)

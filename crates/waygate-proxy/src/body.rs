@@ -22,7 +22,9 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 use waygate_core::{Cause, GatewayError, Side};
-use waygate_telemetry::{AccessLog, AccessRecord, ErrorRing};
+use waygate_telemetry::{AccessRecord, AttemptOutcome};
+
+use crate::runtime::Runtime;
 
 use crate::classify;
 use crate::pool::PooledConn;
@@ -87,8 +89,10 @@ enum State {
 pub(crate) struct Finish {
     pub(crate) rec: AccessRecord,
     pub(crate) start: Instant,
-    log: AccessLog,
-    errors: Arc<ErrorRing>,
+    rt: Arc<Runtime>,
+    pub(crate) listener: usize,
+    pub(crate) route: Option<usize>,
+    pub(crate) upstream: Option<usize>,
     conn: Arc<ConnShared>,
     pub(crate) upload: Option<Arc<Upload>>,
     /// Counts the request in flight on its server and its upstream until
@@ -276,16 +280,18 @@ impl Finish {
     pub(crate) fn new(
         rec: AccessRecord,
         start: Instant,
-        log: AccessLog,
-        errors: Arc<ErrorRing>,
+        rt: Arc<Runtime>,
+        listener: usize,
         conn: Arc<ConnShared>,
     ) -> Self {
         conn.in_flight.fetch_add(1, Ordering::Relaxed);
         Self {
             rec,
             start,
-            log,
-            errors,
+            rt,
+            listener,
+            route: None,
+            upstream: None,
             conn,
             upload: None,
             in_flight: None,
@@ -352,10 +358,33 @@ impl Drop for Finish {
             self.rec.bytes_in += u.bytes();
         }
         self.rec.duration_ms = ms(self.start.elapsed());
-        self.log.log(&self.rec);
+        self.rt.access_log.log(&self.rec);
         if self.rec.cause.is_some() {
-            self.errors.push(&self.rec);
+            self.rt.errors.push(&self.rec);
         }
+        let side = match self.rec.side {
+            "downstream" => Side::Downstream,
+            "upstream" => Side::Upstream,
+            _ => Side::Gateway,
+        };
+        self.rt.metrics.record(&crate::metrics::Sample {
+            listener: self.listener,
+            route: self.route,
+            upstream: self.upstream,
+            status: self.rec.status,
+            side,
+            cause: self.rec.cause.and_then(Cause::from_name),
+            aborted: self.rec.aborted,
+            seconds: self.rec.duration_ms / 1000.0,
+            first_byte_seconds: self.rec.first_byte_ms.map(|ms| ms / 1000.0),
+            attempts: self.rec.attempts.len(),
+            stale: self
+                .rec
+                .attempts
+                .iter()
+                .filter(|a| matches!(a.outcome, AttemptOutcome::Note(_)))
+                .count(),
+        });
         if self.conn.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.conn.idle_waker.wake();
         }

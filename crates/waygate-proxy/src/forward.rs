@@ -149,6 +149,8 @@ async fn forward(
         .find(&host, req.uri().path())
         .ok_or_else(|| GatewayError::new(Cause::NoRoute, "no route matches this host and path"))?;
     let upstream = &rt.upstreams[route.upstream];
+    finish.route = Some(route.index);
+    finish.upstream = Some(route.upstream);
     finish.rec.route = Some(route.name.clone());
     finish.rec.upstream = Some(upstream.name.clone());
     target.upstream = Some(upstream.name.clone());

@@ -18,6 +18,7 @@ mod client_io;
 mod control;
 mod forward;
 mod headers;
+mod metrics;
 mod negotiate;
 mod pool;
 mod respond;

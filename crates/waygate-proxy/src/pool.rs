@@ -3,6 +3,7 @@
 //! lock-free pool of idle keep-alive connections per server.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,6 +46,8 @@ pub(crate) struct Server {
     /// Woken when a connection is returned, for requests waiting on the
     /// upstream's connection limit.
     released: Arc<Notify>,
+    /// The upstream's open-connection gauge.
+    conn_count: Arc<AtomicI64>,
 }
 
 #[derive(Debug)]
@@ -77,6 +80,7 @@ impl Server {
         idle_timeout: Duration,
         max_header_size: usize,
         released: Arc<Notify>,
+        conn_count: Arc<AtomicI64>,
     ) -> Self {
         let literal = addr
             .host
@@ -91,6 +95,7 @@ impl Server {
             idle_timeout,
             max_header_size,
             released,
+            conn_count,
         }
     }
 
@@ -199,9 +204,11 @@ impl Server {
                 )
             })?;
         let label = self.label.clone();
+        let count = ConnCount::new(self.conn_count.clone());
         let task = tokio::spawn(async move {
             // The connection counts against the upstream's limit while open.
             let _permit = permit;
+            let _count = count;
             if let Err(e) = conn.await {
                 tracing::debug!(server = %label, error = %e, "upstream connection ended with an error");
             }
@@ -276,6 +283,23 @@ impl PooledConn {
     /// state is unknown, and it may hold the client's request body.
     pub(crate) fn close(self) {
         self.task.abort();
+    }
+}
+
+/// Counts an open upstream connection in its upstream's gauge; the count
+/// drops when the connection's task ends or is aborted.
+struct ConnCount(Arc<AtomicI64>);
+
+impl ConnCount {
+    fn new(c: Arc<AtomicI64>) -> Self {
+        c.fetch_add(1, Ordering::Relaxed);
+        Self(c)
+    }
+}
+
+impl Drop for ConnCount {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

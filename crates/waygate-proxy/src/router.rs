@@ -15,6 +15,8 @@ pub struct Router {
 
 #[derive(Debug)]
 pub struct RouteEntry {
+    /// Position in the config's routes.
+    pub(crate) index: usize,
     pub(crate) name: Arc<str>,
     host: HostMatch,
     prefix: String,
@@ -28,8 +30,10 @@ impl Router {
     pub fn new(routes: &[RouteConfig], listener: usize) -> Self {
         let mut routes: Vec<(usize, RouteEntry)> = routes
             .iter()
-            .filter(|r| r.listener.is_none_or(|l| l == listener))
-            .map(|r| RouteEntry {
+            .enumerate()
+            .filter(|(_, r)| r.listener.is_none_or(|l| l == listener))
+            .map(|(index, r)| RouteEntry {
+                index,
                 name: r.name.as_str().into(),
                 host: r.host.clone(),
                 prefix: r.path_prefix.clone(),

@@ -4,6 +4,7 @@
 //! request path takes no lock and does no config lookup.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ use waygate_resilience::{Limits, RetryBudget};
 use waygate_telemetry::{AccessLog, ErrorRing, DEFAULT_ERROR_RING};
 use waygate_upstream::ServerSet;
 
+use crate::metrics::Metrics;
 use crate::pool::Server;
 use crate::respond::Responder;
 use crate::router::Router;
@@ -46,6 +48,7 @@ pub(crate) struct Runtime {
     pub(crate) access_log: AccessLog,
     /// The last gateway errors, for `/errors/<id>` and `waygate why`.
     pub(crate) errors: Arc<ErrorRing>,
+    pub(crate) metrics: Metrics,
     pub(crate) ids: RequestIdGenerator,
     pub(crate) drain_timeout: Duration,
     pub(crate) expose_addresses: bool,
@@ -86,6 +89,8 @@ pub(crate) struct Upstream {
     pub(crate) released: Arc<Notify>,
     pub(crate) health_check: Option<HealthCheckConfig>,
     pub(crate) balance: &'static str,
+    /// Open connections to this upstream's servers.
+    pub(crate) conn_count: Arc<AtomicI64>,
 }
 
 // === impl Gateway ===
@@ -113,6 +118,22 @@ impl Gateway {
             .iter()
             .map(|(k, v)| (*k, v.template.clone()))
             .collect();
+        let listener_names: Vec<Arc<str>> = config
+            .listeners
+            .iter()
+            .map(|l| l.name.as_str().into())
+            .collect();
+        let route_names: Vec<(Arc<str>, Arc<str>)> = config
+            .routes
+            .iter()
+            .map(|r| {
+                (
+                    r.name.as_str().into(),
+                    config.upstreams[r.upstream].name.as_str().into(),
+                )
+            })
+            .collect();
+        let metrics = Metrics::new(&listener_names, &route_names, config.upstreams.len());
         let rt = Runtime {
             listeners,
             upstreams,
@@ -121,6 +142,7 @@ impl Gateway {
             responder: Responder::new(g.name.clone(), pages),
             access_log,
             errors: Arc::new(ErrorRing::new(DEFAULT_ERROR_RING)),
+            metrics,
             ids: RequestIdGenerator::new(),
             drain_timeout: g.drain_timeout,
             expose_addresses: g.expose_upstream_addresses,
@@ -147,6 +169,7 @@ pub(crate) struct Members {
 impl Upstream {
     fn new(u: &UpstreamConfig) -> Self {
         let released = Arc::new(Notify::new());
+        let conn_count = Arc::new(AtomicI64::new(0));
         let pools = u
             .servers
             .iter()
@@ -157,6 +180,7 @@ impl Upstream {
                     u.pool_idle_timeout,
                     u.max_response_header_size,
                     released.clone(),
+                    conn_count.clone(),
                 ))
             })
             .collect();
@@ -190,6 +214,7 @@ impl Upstream {
             released,
             health_check: u.health_check.clone(),
             balance: u.balance.name(),
+            conn_count,
         }
     }
 }

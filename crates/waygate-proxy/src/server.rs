@@ -180,10 +180,17 @@ async fn accept_loop(
             .keep_alive(true)
             .serve_connection(TokioIo::new(io), svc);
         let conn = graceful.watcher().watch(conn);
+        let rt2 = rt.clone();
+        rt2.metrics
+            .client_connections
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 debug!(%peer, error = %e, "client connection ended with an error");
             }
+            rt2.metrics
+                .client_connections
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         });
     }
     debug!(listener = %name, "stopped accepting");
@@ -204,8 +211,8 @@ impl hyper::service::Service<Request<Incoming>> for GatewayService {
         let finish = Finish::new(
             forward::initial_record(&self.rt, &self.conn, &req, &id),
             start,
-            self.rt.access_log.clone(),
-            self.rt.errors.clone(),
+            self.rt.clone(),
+            self.conn.listener,
             self.conn.shared.clone(),
         );
         let rt = self.rt.clone();

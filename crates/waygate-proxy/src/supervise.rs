@@ -122,6 +122,7 @@ async fn refresh(u: &Upstream, known: &mut HashMap<usize, Vec<SocketAddr>>) {
                     u.pool_idle_timeout,
                     u.max_response_header_size,
                     u.released.clone(),
+                    u.conn_count.clone(),
                 )));
             }
         }

@@ -9,12 +9,16 @@
 //! |---|---|---|
 //! | GET | `/healthz` | `ok` while the gateway runs |
 //! | GET | `/metrics` | Prometheus text exposition (encoded with `prometheus-client`) |
+//! | GET | `/status` | live status page (self-contained HTML, refreshes itself) |
+//! | GET | `/status.json` | the status page's data |
 //! | GET | `/upstreams` | every upstream and server with live state (JSON) |
 //! | GET | `/errors` | the most recent gateway errors, newest first (JSON; `?limit=N`, default 50) |
 //! | GET | `/errors/<request-id>` | one gateway error: the full record, what the cause means, what to check |
 //! | POST | `/upstreams/<name>/servers/<host:port>/enable` | put a server back in rotation |
 //! | POST | `/upstreams/<name>/servers/<host:port>/drain` | no new requests; in-flight ones finish |
 //! | POST | `/upstreams/<name>/servers/<host:port>/disable` | out of rotation, even in panic mode |
+
+mod status;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -89,6 +93,15 @@ fn handle(
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (req.method(), segments.as_slice()) {
         (&Method::GET, ["healthz"]) => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, ["status"]) => {
+            let mut r = Response::new(Full::new(Bytes::from(status::html(&gateway.status()))));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/html; charset=utf-8"),
+            );
+            r
+        }
+        (&Method::GET, ["status.json"]) => json(StatusCode::OK, status::json(&gateway.status())),
         (&Method::GET, ["metrics"]) => {
             let mut r = Response::new(Full::new(Bytes::from(gateway.metrics_text())));
             r.headers_mut().insert(
@@ -146,6 +159,8 @@ fn handle(
             _,
             ["healthz"]
             | ["metrics"]
+            | ["status"]
+            | ["status.json"]
             | ["upstreams"]
             | ["errors"]
             | ["errors", _]

@@ -25,11 +25,13 @@ mod respond;
 mod router;
 mod runtime;
 mod server;
+mod status;
 mod supervise;
 
 pub use control::{admin_name, ControlError, ServerView, UpstreamView};
 pub use runtime::{BuildError, Gateway};
 pub use server::Bound;
+pub use status::{CauseGroup, Point, StatusView, UpstreamPoint};
 
 /// Internals exposed for the criterion benchmarks only; not a stable API.
 #[doc(hidden)]

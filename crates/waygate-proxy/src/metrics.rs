@@ -40,6 +40,7 @@ pub(crate) struct Metrics {
 
 #[derive(Debug)]
 struct Slot {
+    upstream_index: Option<usize>,
     listener: Arc<str>,
     route: Option<Arc<str>>,
     upstream: Option<Arc<str>>,
@@ -83,17 +84,15 @@ impl Metrics {
     /// `routes[i]` is (name, upstream name, upstream index) of route `i`.
     pub(crate) fn new(
         listeners: &[Arc<str>],
-        routes: &[(Arc<str>, Arc<str>)],
+        routes: &[(Arc<str>, Arc<str>, usize)],
         upstreams: usize,
     ) -> Self {
         let mut slots = Vec::new();
         for l in listeners {
-            for (name, upstream) in routes {
-                slots.push(Slot::new(
-                    l.clone(),
-                    Some(name.clone()),
-                    Some(upstream.clone()),
-                ));
+            for (name, upstream, ui) in routes {
+                let mut slot = Slot::new(l.clone(), Some(name.clone()), Some(upstream.clone()));
+                slot.upstream_index = Some(*ui);
+                slots.push(slot);
             }
             slots.push(Slot::new(l.clone(), None, None));
         }
@@ -146,11 +145,59 @@ impl Metrics {
     }
 }
 
+/// Cumulative totals of one upstream, for the status page's history.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct UpstreamTotals {
+    pub(crate) requests: u64,
+    /// 5xx answers, whichever side produced them.
+    pub(crate) errors: u64,
+    /// First-byte histogram bucket counts (not cumulative), last one +Inf.
+    pub(crate) first_byte: Vec<u64>,
+}
+
+impl Metrics {
+    pub(crate) fn upstream_totals(&self, u: usize) -> UpstreamTotals {
+        let mut t = UpstreamTotals::default();
+        for s in self.slots.iter().filter(|s| s.upstream_index == Some(u)) {
+            for side in &s.by_side_class {
+                t.requests += side.iter().map(|c| c.load(Ordering::Relaxed)).sum::<u64>();
+                t.errors += side[4].load(Ordering::Relaxed);
+            }
+        }
+        if let Some(h) = self.first_byte.get(u) {
+            t.first_byte = h
+                .buckets
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .collect();
+        }
+        t
+    }
+}
+
+/// The upper bound (ms) of the bucket holding quantile `q` of `counts`.
+pub(crate) fn quantile_ms(counts: &[u64], q: f64) -> Option<f64> {
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let want = (q * total as f64).ceil().max(1.0) as u64;
+    let mut seen = 0;
+    for (i, c) in counts.iter().enumerate() {
+        seen += c;
+        if seen >= want {
+            return Some(BUCKETS.get(i).map_or(f64::INFINITY, |b| b * 1000.0));
+        }
+    }
+    None
+}
+
 // === impl Slot ===
 
 impl Slot {
     fn new(listener: Arc<str>, route: Option<Arc<str>>, upstream: Option<Arc<str>>) -> Self {
         Self {
+            upstream_index: None,
             listener,
             route,
             upstream,

@@ -49,6 +49,9 @@ pub(crate) struct Runtime {
     /// The last gateway errors, for `/errors/<id>` and `waygate why`.
     pub(crate) errors: Arc<ErrorRing>,
     pub(crate) metrics: Metrics,
+    pub(crate) history: crate::status::History,
+    /// How often the status history is sampled.
+    pub(crate) sample_every: Duration,
     pub(crate) ids: RequestIdGenerator,
     pub(crate) drain_timeout: Duration,
     pub(crate) expose_addresses: bool,
@@ -123,13 +126,14 @@ impl Gateway {
             .iter()
             .map(|l| l.name.as_str().into())
             .collect();
-        let route_names: Vec<(Arc<str>, Arc<str>)> = config
+        let route_names: Vec<(Arc<str>, Arc<str>, usize)> = config
             .routes
             .iter()
             .map(|r| {
                 (
                     r.name.as_str().into(),
                     config.upstreams[r.upstream].name.as_str().into(),
+                    r.upstream,
                 )
             })
             .collect();
@@ -143,6 +147,8 @@ impl Gateway {
             access_log,
             errors: Arc::new(ErrorRing::new(DEFAULT_ERROR_RING)),
             metrics,
+            history: crate::status::History::default(),
+            sample_every: crate::status::SAMPLE_EVERY,
             ids: RequestIdGenerator::new(),
             drain_timeout: g.drain_timeout,
             expose_addresses: g.expose_upstream_addresses,
@@ -152,6 +158,15 @@ impl Gateway {
 
     pub fn drain_timeout(&self) -> Duration {
         self.rt.drain_timeout
+    }
+
+    /// Samples the status history this often instead of every 10 s (for
+    /// tests and demos). Call before serving.
+    pub fn with_sample_interval(mut self, every: Duration) -> Self {
+        if let Some(rt) = Arc::get_mut(&mut self.rt) {
+            rt.sample_every = every;
+        }
+        self
     }
 }
 

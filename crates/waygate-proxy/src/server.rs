@@ -82,7 +82,11 @@ impl Gateway {
     /// lets in-flight requests finish for up to the drain timeout. Returns
     /// whether every connection finished in time.
     pub async fn serve(self, bound: Bound, shutdown: impl Future<Output = ()>) -> bool {
-        let checkers = self.start_health_checks();
+        let mut checkers = self.start_health_checks();
+        checkers.push(tokio::spawn(crate::status::run_sampler(
+            self.rt.clone(),
+            self.rt.sample_every,
+        )));
         let graceful = Arc::new(GracefulShutdown::new());
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut accept_tasks = Vec::new();

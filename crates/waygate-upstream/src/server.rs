@@ -91,7 +91,7 @@ impl ServerState {
             ejections: AtomicU32::new(0),
             consecutive_failures: AtomicU32::new(0),
             up_since_ms: AtomicU64::new(0),
-            reason: Mutex::new("starting".into()),
+            reason: Mutex::new("in rotation since start".into()),
         }
     }
 

@@ -145,7 +145,8 @@ async fn run(listen: SocketAddr) -> anyhow::Result<()> {
 
     let loaded = waygate_config::parse(&toml, "<demo>", Path::new("."))
         .map_err(|d| anyhow::anyhow!("demo config is invalid: {:?}", d))?;
-    let gateway = Gateway::build(&loaded.config, AccessLog::stdout()?)?;
+    let gateway = Gateway::build(&loaded.config, AccessLog::stdout()?)?
+        .with_sample_interval(Duration::from_secs(2));
     let bound = gateway.bind().await?;
     // The admin listener on a free loopback port, for `waygate why`.
     let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -217,6 +217,6 @@ h2{{font-size:1.05rem;margin:.2rem 0 .6rem}} table{{border-collapse:collapse;wid
         }
         let _ = write!(o, "</table></section>");
     }
-    let _ = write!(o, "</main></body></html>\n");
+    let _ = writeln!(o, "</main></body></html>");
     o
 }

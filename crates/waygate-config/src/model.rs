@@ -72,6 +72,8 @@ pub struct ListenerConfig {
     pub listen: SocketAddr,
     pub client_header_timeout: Duration,
     pub keepalive_timeout: Duration,
+    /// Path of the public status page on this listener, if any.
+    pub status_page: Option<String>,
 }
 
 #[derive(Debug, Clone)]

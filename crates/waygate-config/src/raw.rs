@@ -75,6 +75,8 @@ pub struct RawListener {
     pub client_header_timeout: Option<Duration>,
     /// Longest time an idle keep-alive connection is kept open between requests.
     pub keepalive_timeout: Option<Duration>,
+    /// Path of a public status page served on this listener (e.g. "/_status").
+    pub status_page: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -211,6 +211,25 @@ impl Ctx<'_> {
                 keepalive_timeout: l
                     .keepalive_timeout
                     .map_or(DEFAULT_KEEPALIVE_TIMEOUT, |d| d.0),
+                status_page: match &l.status_page {
+                    None => None,
+                    Some(p)
+                        if p.get_ref().starts_with('/') && !p.get_ref().contains(['?', '#']) =>
+                    {
+                        Some(p.get_ref().clone())
+                    }
+                    Some(p) => {
+                        self.error(
+                            p.span(),
+                            format!(
+                                "status_page `{}` must be a path starting with '/'",
+                                p.get_ref()
+                            ),
+                            Some("e.g. status_page = \"/_status\"".into()),
+                        );
+                        None
+                    }
+                },
             });
         }
         out

@@ -74,6 +74,17 @@ pub(crate) async fn handle(
     mut finish: Box<Finish>,
 ) -> Response<ProxyBody> {
     let accept = req.headers().get(header::ACCEPT).cloned();
+    let listener = &rt.listeners[conn.listener];
+    if let Some(page) = &listener.status_page {
+        if req.uri().path() == &**page
+            && (req.method() == Method::GET || req.method() == Method::HEAD)
+        {
+            let resp = crate::public_status::render(&rt, listener);
+            finish.responding(200, Side::Gateway);
+            let (parts, bytes) = resp.into_parts();
+            return Response::from_parts(parts, ProxyBody::full(bytes, finish));
+        }
+    }
     let mut target = Target::default();
     match forward(&rt, &conn, req, &id, &mut finish, &mut target).await {
         Ok(ready) => {
@@ -93,6 +104,7 @@ pub(crate) async fn handle(
                 detail: &public,
                 request_id: id.as_str(),
                 accept: accept.as_ref(),
+                status_page: rt.listeners[conn.listener].status_page.as_deref(),
                 next_hop: finish
                     .rec
                     .upstream_server

@@ -21,6 +21,7 @@ mod headers;
 mod metrics;
 mod negotiate;
 mod pool;
+mod public_status;
 mod respond;
 mod router;
 mod runtime;

@@ -34,6 +34,8 @@ pub(crate) struct ErrorReport<'a> {
     /// The server of the last attempt, sent as `next-hop` only when the
     /// operator allows revealing addresses.
     pub(crate) next_hop: Option<&'a str>,
+    /// The listener's public status page, linked from the HTML page.
+    pub(crate) status_page: Option<&'a str>,
 }
 
 // === impl Responder ===
@@ -91,7 +93,7 @@ impl Responder {
             "Trying again will not help."
         };
         let reason = status.canonical_reason().unwrap_or("Error");
-        let vars: [(&str, &str); 9] = [
+        let vars: [(&str, &str); 10] = [
             ("status", status.as_str()),
             ("reason", reason),
             ("title", r.cause.title()),
@@ -101,11 +103,20 @@ impl Responder {
             ("time", time),
             ("cause", r.cause.name()),
             ("proxy_status", r.cause.proxy_status()),
+            ("status_page", r.status_page.unwrap_or("")),
         ];
-        let template = self
-            .pages
-            .get(&status.as_u16())
-            .map_or(DEFAULT_HTML, String::as_str);
+        let with_link;
+        let template = match (self.pages.get(&status.as_u16()), r.status_page) {
+            (Some(t), _) => t.as_str(),
+            (None, Some(_)) => {
+                with_link = DEFAULT_HTML.replace(
+                    "<dl>",
+                    "<p>Current status of this site's services: <a href=\"{{status_page}}\">{{status_page}}</a></p>\n<dl>",
+                );
+                with_link.as_str()
+            }
+            (None, None) => DEFAULT_HTML,
+        };
         fill(template, &vars)
     }
 }
@@ -245,6 +256,7 @@ mod tests {
             request_id: "abc123",
             accept: accept.as_ref(),
             next_hop: None,
+            status_page: None,
         });
         (r, resp)
     }

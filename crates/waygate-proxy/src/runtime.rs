@@ -64,6 +64,10 @@ pub(crate) struct ListenerRt {
     pub(crate) router: Router,
     pub(crate) client_header_timeout: Duration,
     pub(crate) keepalive_timeout: Duration,
+    /// Path of the public status page, if this listener has one.
+    pub(crate) status_page: Option<Arc<str>>,
+    /// Indices of the upstreams this listener's routes use, with the route names.
+    pub(crate) services: Vec<(Arc<str>, usize)>,
 }
 
 #[derive(Debug)]
@@ -94,6 +98,9 @@ pub(crate) struct Upstream {
     pub(crate) balance: &'static str,
     /// Open connections to this upstream's servers.
     pub(crate) conn_count: Arc<AtomicI64>,
+    /// Last state shown on public status pages, and since when (Unix s).
+    pub(crate) public_state: std::sync::atomic::AtomicU8,
+    pub(crate) public_since: std::sync::atomic::AtomicU64,
 }
 
 // === impl Gateway ===
@@ -113,6 +120,13 @@ impl Gateway {
                 router: Router::new(&config.routes, i),
                 client_header_timeout: l.client_header_timeout,
                 keepalive_timeout: l.keepalive_timeout,
+                status_page: l.status_page.as_deref().map(Arc::from),
+                services: config
+                    .routes
+                    .iter()
+                    .filter(|r| r.listener.is_none_or(|li| li == i))
+                    .map(|r| (Arc::from(r.name.as_str()), r.upstream))
+                    .collect(),
             })
             .collect();
         let upstreams = config.upstreams.iter().map(Upstream::new).collect();
@@ -230,6 +244,8 @@ impl Upstream {
             health_check: u.health_check.clone(),
             balance: u.balance.name(),
             conn_count,
+            public_state: std::sync::atomic::AtomicU8::new(0),
+            public_since: std::sync::atomic::AtomicU64::new(0),
         }
     }
 }

@@ -132,6 +132,10 @@ pub(crate) async fn run_sampler(rt: std::sync::Arc<Runtime>, every: Duration) {
     loop {
         tick.tick().await;
         rt.history.sample(&rt);
+        // Keep the public pages' "since" accurate without page views.
+        for u in 0..rt.upstreams.len() {
+            crate::public_status::service_state(&rt, u);
+        }
     }
 }
 

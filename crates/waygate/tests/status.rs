@@ -135,3 +135,57 @@ async fn status_page_renders_in_headless_chromium() {
     eprintln!("status page screenshot: {}", shot.display());
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
+
+#[tokio::test]
+async fn public_status_page_is_sanitized_and_linked_from_error_pages() {
+    let ok = Upstream::start(Behavior::Hello("ok".into())).await.unwrap();
+    let dead = refused_addr();
+    let toml = format!(
+        "{}{}[[route]]\nname = \"Search\"\npath_prefix = \"/search\"\nupstream = \"search_backend\"\n\n[[route]]\nname = \"Shop\"\npath_prefix = \"/\"\nupstream = \"shop_backend\"\n",
+        upstream("shop_backend", &[ok.addr], ""),
+        upstream("search_backend", &[dead], "[upstream.search_backend.retry]\nmax_attempts = 1\n"),
+    );
+    // The listener needs `status_page`: build its config by hand.
+    let dir = tempfile::tempdir().unwrap();
+    let full = format!("[[listener]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\nstatus_page = \"/_status\"\n\n[access_log]\ntarget = \"off\"\n\n{toml}");
+    let loaded = waygate_config::parse(&full, "t.toml", dir.path()).unwrap();
+    let gw =
+        waygate_proxy::Gateway::build(&loaded.config, waygate_telemetry::AccessLog::off()).unwrap();
+    let bound = gw.bind().await.unwrap();
+    let addr = bound.local_addrs()[0];
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(gw.serve(bound, async move {
+        let _ = stopped.await;
+    }));
+
+    let r = get(addr, "/_status", &[]).await;
+    assert_eq!(r.status, 200);
+    let page = r.text();
+    assert!(
+        page.contains("<td>Shop</td><td class=\"ok\">Operational</td>"),
+        "{page}"
+    );
+    assert!(
+        page.contains("<td>Search</td><td class=\"ok\">Operational</td>"),
+        "{page}"
+    );
+
+    // Search fails: its error page links to the status page, which now says degraded.
+    let e = get(addr, "/search?q=x", &[("accept", "text/html")]).await;
+    assert_eq!(e.status, 502);
+    assert!(e.text().contains("<a href=\"/_status\">/_status</a>"));
+    let page = get(addr, "/_status", &[]).await.text();
+    assert!(
+        page.contains("<td>Search</td><td class=\"warn\">Degraded</td>"),
+        "{page}"
+    );
+    assert!(page.contains("since "));
+    for secret in [
+        dead.to_string(),
+        ok.addr.to_string(),
+        "search_backend".into(),
+        "shop_backend".into(),
+    ] {
+        assert!(!page.contains(&secret), "the public page leaks {secret}");
+    }
+}

@@ -37,6 +37,7 @@ pub const DEFAULT_NAME: &str = "waygate";
 pub struct Config {
     pub admin: Option<AdminConfig>,
     pub access_log: AccessLogTarget,
+    pub access_log_format: AccessLogFormat,
     pub gateway: GatewayConfig,
     pub listeners: Vec<ListenerConfig>,
     pub routes: Vec<RouteConfig>,
@@ -49,6 +50,20 @@ pub struct Config {
 pub struct AdminConfig {
     pub listen: SocketAddr,
     pub token: Option<String>,
+    /// Gateway errors kept for `waygate why`.
+    pub error_ring: usize,
+}
+
+/// Default `[admin] error_ring`.
+pub const DEFAULT_ERROR_RING: usize = 1024;
+
+/// How access-log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AccessLogFormat {
+    #[default]
+    Json,
+    /// nginx's "combined" format followed by the request id, status side and cause.
+    Combined,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -40,13 +40,17 @@ pub struct RawAdmin {
     /// Bearer token required on every admin request; mandatory when `listen`
     /// is not a loopback address.
     pub token: Option<String>,
+    /// How many recent gateway errors are kept for `waygate why` (default 1024).
+    pub error_ring: Option<Spanned<usize>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAccessLog {
-    /// `"stdout"` (default), `"off"`, or a file path (appended to).
+    /// `"stdout"` (default), `"off"`, or a file path (appended to; reopened on SIGUSR1).
     pub target: Spanned<String>,
+    /// `"json"` (default) or `"combined"` (nginx-like text).
+    pub format: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

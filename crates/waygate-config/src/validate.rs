@@ -33,6 +33,19 @@ pub(crate) fn validate(
     };
 
     let admin = raw.admin.and_then(|a| cx.admin(a));
+    let access_log_format = match raw.access_log.as_ref().and_then(|a| a.format.as_ref()) {
+        None => AccessLogFormat::Json,
+        Some(f) if f.get_ref() == "json" => AccessLogFormat::Json,
+        Some(f) if f.get_ref() == "combined" => AccessLogFormat::Combined,
+        Some(f) => {
+            cx.error(
+                f.span(),
+                format!("access log format `{}` is not known", f.get_ref()),
+                Some("expected \"json\" or \"combined\"".into()),
+            );
+            AccessLogFormat::Json
+        }
+    };
     let access_log = raw
         .access_log
         .map_or(AccessLogTarget::Stdout, |a| access_log(a, base));
@@ -51,6 +64,7 @@ pub(crate) fn validate(
     let config = Config {
         admin,
         access_log,
+        access_log_format,
         gateway,
         listeners,
         routes,
@@ -114,9 +128,25 @@ impl Ctx<'_> {
             );
             return None;
         }
+        let error_ring = match &raw.error_ring {
+            None => DEFAULT_ERROR_RING,
+            Some(n) if (1..=1_000_000).contains(n.get_ref()) => *n.get_ref(),
+            Some(n) => {
+                self.error(
+                    n.span(),
+                    format!(
+                        "error_ring = {} is out of range; expected 1 to 1000000",
+                        n.get_ref()
+                    ),
+                    None,
+                );
+                DEFAULT_ERROR_RING
+            }
+        };
         Some(AdminConfig {
             listen,
             token: raw.token,
+            error_ring,
         })
     }
 

@@ -159,7 +159,12 @@ impl Gateway {
             via,
             responder: Responder::new(g.name.clone(), pages),
             access_log,
-            errors: Arc::new(ErrorRing::new(DEFAULT_ERROR_RING)),
+            errors: Arc::new(ErrorRing::new(
+                config
+                    .admin
+                    .as_ref()
+                    .map_or(DEFAULT_ERROR_RING, |a| a.error_ring),
+            )),
             metrics,
             history: crate::status::History::default(),
             sample_every: crate::status::SAMPLE_EVERY,

@@ -6,7 +6,8 @@
 use std::fs::OpenOptions;
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 
@@ -153,6 +154,46 @@ impl AccessRecord {
         }
     }
 
+    /// The nginx-"combined"-like line (without the newline): what nginx
+    /// writes (the referer and user agent are not recorded: `"-"`), then the
+    /// request id, the side, the cause, the last upstream server and the
+    /// total time in seconds.
+    pub fn to_combined(&self) -> String {
+        let t = crate::rfc3339_millis(self.time);
+        // 2026-11-24T22:45:56.123Z -> 24/Nov/2026:22:45:56 +0000
+        const MONTHS: [&str; 12] = [
+            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+        ];
+        let month = t
+            .get(5..7)
+            .and_then(|m| m.parse::<usize>().ok())
+            .unwrap_or(1);
+        let stamp = format!(
+            "{}/{}/{}:{} +0000",
+            t.get(8..10).unwrap_or("01"),
+            MONTHS[month.clamp(1, 12) - 1],
+            t.get(0..4).unwrap_or("1970"),
+            t.get(11..19).unwrap_or("00:00:00")
+        );
+        let target = self
+            .uri
+            .path_and_query()
+            .map_or(self.uri.path(), |pq| pq.as_str());
+        format!(
+            "{} - - [{stamp}] \"{} {} HTTP/1.1\" {} {} \"-\" \"-\" rid={} side={} cause={} upstream={} rt={:.3}",
+            self.client.ip(),
+            self.method,
+            target.replace('"', "%22"),
+            self.status,
+            self.bytes_out,
+            self.request_id,
+            self.side,
+            self.cause.unwrap_or("-"),
+            self.upstream_server.as_deref().unwrap_or("-"),
+            self.duration_ms / 1000.0,
+        )
+    }
+
     /// The JSON line (without the newline).
     pub fn to_json(&self) -> serde_json::Result<String> {
         let line = Line {
@@ -213,6 +254,19 @@ struct Inner {
     tx: Option<SyncSender<String>>,
     dropped: AtomicU64,
     writer: Option<std::thread::JoinHandle<()>>,
+    format: LogFormat,
+    /// Set by `reopen`, cleared by the writer once it reopened the file.
+    reopen: Arc<AtomicBool>,
+}
+
+/// How access-log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Json,
+    /// nginx's "combined" format, then `rid=`, `side=`, `cause=`,
+    /// `upstream=` and `rt=` (seconds).
+    Combined,
 }
 
 // === impl AccessLog ===
@@ -224,27 +278,51 @@ impl AccessLog {
     }
 
     pub fn stdout() -> io::Result<Self> {
-        Self::spawn(Box::new(io::stdout()))
+        Self::stdout_with(LogFormat::Json)
+    }
+
+    pub fn stdout_with(format: LogFormat) -> io::Result<Self> {
+        Self::spawn(Box::new(io::stdout()), None, format)
     }
 
     /// Appends to `path`, creating it if needed.
     pub fn file(path: &Path) -> io::Result<Self> {
-        let f = OpenOptions::new().create(true).append(true).open(path)?;
-        Self::spawn(Box::new(f))
+        Self::file_with(path, LogFormat::Json)
     }
 
-    fn spawn(out: Box<dyn Write + Send>) -> io::Result<Self> {
+    /// Appends to `path` in `format`; [`AccessLog::reopen`] reopens it (for logrotate).
+    pub fn file_with(path: &Path, format: LogFormat) -> io::Result<Self> {
+        let f = open_append(path)?;
+        Self::spawn(Box::new(f), Some(path.to_path_buf()), format)
+    }
+
+    fn spawn(
+        out: Box<dyn Write + Send>,
+        path: Option<PathBuf>,
+        format: LogFormat,
+    ) -> io::Result<Self> {
         let (tx, rx) = mpsc::sync_channel(CHANNEL_CAPACITY);
+        let reopen = Arc::new(AtomicBool::new(false));
+        let flag = reopen.clone();
         let writer = std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || write_loop(rx, out))?;
+            .spawn(move || write_loop(rx, out, path, flag))?;
         Ok(Self {
             inner: Some(Arc::new(Inner {
                 tx: Some(tx),
                 dropped: AtomicU64::new(0),
                 writer: Some(writer),
+                format,
+                reopen,
             })),
         })
+    }
+
+    /// Asks the writer to reopen its file (after logrotate moved it).
+    pub fn reopen(&self) {
+        if let Some(inner) = &self.inner {
+            inner.reopen.store(true, Ordering::Relaxed);
+        }
     }
 
     pub fn is_enabled(&self) -> bool {
@@ -253,7 +331,11 @@ impl AccessLog {
 
     pub fn log(&self, record: &AccessRecord) {
         let Some(inner) = &self.inner else { return };
-        let line = match record.to_json() {
+        let line = match inner.format {
+            LogFormat::Combined => Ok(record.to_combined()),
+            LogFormat::Json => record.to_json(),
+        };
+        let line = match line {
             Ok(line) => line,
             Err(e) => {
                 tracing::error!(error = %e, "cannot serialize access-log record");
@@ -286,9 +368,25 @@ const DRAIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10)
 
 /// Drains the channel every `DRAIN_INTERVAL`, writing and flushing in
 /// batches; on shutdown (all senders gone) writes what is left and flushes.
-fn write_loop(rx: Receiver<String>, out: Box<dyn Write + Send>) {
+fn write_loop(
+    rx: Receiver<String>,
+    out: Box<dyn Write + Send>,
+    path: Option<PathBuf>,
+    reopen: Arc<AtomicBool>,
+) {
     let mut out = BufWriter::with_capacity(64 * 1024, out);
     loop {
+        if reopen.swap(false, Ordering::Relaxed) {
+            if let Some(p) = &path {
+                let _ = out.flush();
+                match open_append(p) {
+                    Ok(f) => out = BufWriter::with_capacity(64 * 1024, Box::new(f)),
+                    Err(e) => {
+                        tracing::error!(path = %p.display(), error = %e, "cannot reopen the access log; keeping the old file")
+                    }
+                }
+            }
+        }
         let mut wrote = false;
         loop {
             match rx.try_recv() {
@@ -314,6 +412,10 @@ fn write_loop(rx: Receiver<String>, out: Box<dyn Write + Send>) {
         }
         std::thread::sleep(DRAIN_INTERVAL);
     }
+}
+
+fn open_append(path: &Path) -> io::Result<std::fs::File> {
+    OpenOptions::new().create(true).append(true).open(path)
 }
 
 impl Drop for Inner {

@@ -6,6 +6,6 @@ mod access_log;
 mod error_ring;
 mod time;
 
-pub use access_log::{AccessLog, AccessRecord, AttemptOutcome, AttemptRecord};
+pub use access_log::{AccessLog, AccessRecord, AttemptOutcome, AttemptRecord, LogFormat};
 pub use error_ring::{ErrorRing, DEFAULT_ERROR_RING};
 pub use time::rfc3339_millis;

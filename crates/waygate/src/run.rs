@@ -5,9 +5,9 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use waygate_config::{AccessLogTarget, Config};
+use waygate_config::{AccessLogFormat, AccessLogTarget, Config};
 use waygate_proxy::Gateway;
-use waygate_telemetry::AccessLog;
+use waygate_telemetry::{AccessLog, LogFormat};
 
 pub(crate) fn run(path: &Path, workers: Option<usize>) -> ExitCode {
     let loaded = match waygate_config::load(path) {
@@ -49,17 +49,24 @@ pub(crate) fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::
 }
 
 pub(crate) fn access_log(config: &Config) -> anyhow::Result<AccessLog> {
+    let format = match config.access_log_format {
+        AccessLogFormat::Json => LogFormat::Json,
+        AccessLogFormat::Combined => LogFormat::Combined,
+    };
     Ok(match &config.access_log {
-        AccessLogTarget::Stdout => AccessLog::stdout().context("cannot start the access log")?,
-        AccessLogTarget::Off => AccessLog::off(),
-        AccessLogTarget::File(p) => {
-            AccessLog::file(p).with_context(|| format!("cannot open access log {}", p.display()))?
+        AccessLogTarget::Stdout => {
+            AccessLog::stdout_with(format).context("cannot start the access log")?
         }
+        AccessLogTarget::Off => AccessLog::off(),
+        AccessLogTarget::File(p) => AccessLog::file_with(p, format)
+            .with_context(|| format!("cannot open access log {}", p.display()))?,
     })
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let gateway = Gateway::build(&config, access_log(&config)?)?;
+    let log = access_log(&config)?;
+    reopen_on_sigusr1(log.clone());
+    let gateway = Gateway::build(&config, log)?;
     let bound = gateway.bind().await?;
     for (l, addr) in config.listeners.iter().zip(bound.local_addrs()) {
         tracing::info!(listener = %l.name, %addr, "listening");
@@ -83,6 +90,24 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     gateway.serve(bound, shutdown_signal()).await;
     let _ = stop_admin.send(());
     Ok(())
+}
+
+/// Reopens the access-log file on SIGUSR1, for logrotate.
+fn reopen_on_sigusr1(log: AccessLog) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut usr1) = signal(SignalKind::user_defined1()) {
+            tokio::spawn(async move {
+                while usr1.recv().await.is_some() {
+                    tracing::info!("SIGUSR1 received; reopening the access log");
+                    log.reopen();
+                }
+            });
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = log;
 }
 
 /// Completes on SIGTERM or SIGINT.

@@ -53,6 +53,24 @@ pub(crate) fn why(id: &str, target: Target) -> ExitCode {
 }
 
 async fn fetch(id: &str, t: Target) -> anyhow::Result<(u16, serde_json::Value)> {
+    let (addr, token) = admin_target(t)?;
+    let (status, mut body) = get(&addr, token.as_deref(), &format!("/errors/{id}")).await?;
+    if status == 200 {
+        // The upstream's servers as they are now, to tell whether it still fails.
+        if let Ok((200, ups)) = get(&addr, token.as_deref(), "/upstreams").await {
+            let name = body["record"]["upstream"].clone();
+            if let Some(u) = ups["upstreams"]
+                .as_array()
+                .and_then(|a| a.iter().find(|u| u["name"] == name))
+            {
+                body["upstream_now"] = u.clone();
+            }
+        }
+    }
+    Ok((status, body))
+}
+
+fn admin_target(t: Target) -> anyhow::Result<(String, Option<String>)> {
     let (addr, token) = match t.admin {
         Some(a) => (a, t.token),
         None => {
@@ -72,13 +90,20 @@ async fn fetch(id: &str, t: Target) -> anyhow::Result<(u16, serde_json::Value)> 
             (admin.listen.to_string(), t.token.or(admin.token))
         }
     };
-    let stream = tokio::net::TcpStream::connect(&addr)
+    Ok((addr, token))
+}
+
+async fn get(
+    addr: &str,
+    token: Option<&str>,
+    path: &str,
+) -> anyhow::Result<(u16, serde_json::Value)> {
+    let stream = tokio::net::TcpStream::connect(addr)
         .await
         .with_context(|| format!("cannot reach the admin listener at {addr}"))?;
     let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(conn);
-    let mut req =
-        http::Request::get(format!("/errors/{id}")).header(http::header::HOST, addr.as_str());
+    let mut req = http::Request::get(path).header(http::header::HOST, addr);
     if let Some(token) = token {
         req = req.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
     }
@@ -138,9 +163,16 @@ pub(crate) fn explain(v: &serde_json::Value) -> String {
             } else {
                 ""
             };
+            let mut times = String::new();
+            if let Some(c) = a["connect_ms"].as_f64() {
+                let _ = write!(times, ", connected in {c:.1} ms");
+            }
+            if let Some(f) = a["first_byte_ms"].as_f64() {
+                let _ = write!(times, ", answered after {f:.1} ms");
+            }
             let _ = writeln!(
                 out,
-                "    {}. {} (picked by {}{panic}, {conn}): {}",
+                "    {}. {} (picked by {}{panic}, {conn}{times}): {}",
                 i + 1,
                 s(&a["server"]),
                 s(&a["pick"]),
@@ -155,6 +187,28 @@ pub(crate) fn explain(v: &serde_json::Value) -> String {
         let _ = writeln!(out, "  Detail: {detail}");
     }
     let _ = writeln!(out, "  Timings: total {} ms", r["duration_ms"]);
+    if let Some(servers) = v["upstream_now"]["servers"].as_array() {
+        let _ = writeln!(
+            out,
+            "  Servers of upstream {} now:",
+            s(&v["upstream_now"]["name"])
+        );
+        for sv in servers {
+            let state = if sv["available"] == true {
+                "available"
+            } else {
+                "NOT available"
+            };
+            let _ = writeln!(
+                out,
+                "    {} {state} (health {}, {}): {}",
+                s(&sv["address"]),
+                s(&sv["health"]),
+                s(&sv["admin"]),
+                s(&sv["reason"])
+            );
+        }
+    }
     if let Some(fixes) = v["fixes"].as_array() {
         let _ = writeln!(out, "  What to check:");
         for f in fixes {

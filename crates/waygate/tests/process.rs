@@ -28,13 +28,17 @@ impl Proc {
     /// Runs `waygate run` on a config made of a port-0 listener and `rest`,
     /// and waits for its "listening" log line to learn the port.
     fn start(rest: &str, workers: usize) -> Self {
+        Self::start_with_log(rest, workers, "json")
+    }
+
+    fn start_with_log(rest: &str, workers: usize, format: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("waygate.toml");
         let log = dir.path().join("access.log");
         std::fs::write(
             &cfg,
             format!(
-                "[[listener]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n\n[access_log]\ntarget = \"{}\"\n\n{rest}",
+                "[[listener]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n\n[access_log]\ntarget = \"{}\"\nformat = \"{format}\"\n\n{rest}",
                 log.display()
             ),
         )
@@ -289,4 +293,50 @@ fn check_reports_line_and_column_and_exit_codes() {
 
     let out = Command::new(BIN).arg("--version").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("waygate "));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn combined_log_format_and_reopen_on_sigusr1() {
+    let up = Upstream::start(Behavior::Hello("a".into())).await.unwrap();
+    let gw = Proc::start_with_log(
+        &format!(
+            "[upstream.app]\nservers = [\"{}\"]\n\n[[route]]\nupstream = \"app\"\n",
+            up.addr
+        ),
+        1,
+        "combined",
+    );
+    let log = gw._dir.path().join("access.log");
+    let r = common::get(gw.addr, "/first?x=1", &[]).await;
+    assert_eq!(r.status, 200);
+    let read_until = |path: std::path::PathBuf, needle: String| async move {
+        for _ in 0..300 {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            if text.contains(&needle) {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{needle} never appeared in {}", path.display());
+    };
+    let text = read_until(log.clone(), r.request_id()).await;
+    let line = text.lines().find(|l| l.contains(&r.request_id())).unwrap();
+    assert!(line.starts_with("127.0.0.1 - - ["), "{line}");
+    assert!(line.contains("\"GET /first?x=1 HTTP/1.1\" 200 "), "{line}");
+    assert!(line.contains(" side=upstream cause=- "), "{line}");
+
+    // logrotate: move the file away, signal, and the next line goes to a new file.
+    let rotated = gw._dir.path().join("access.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    gw.signal("-USR1");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let r2 = common::get(gw.addr, "/second", &[]).await;
+    let fresh = read_until(log.clone(), r2.request_id()).await;
+    assert!(
+        !fresh.contains(&r.request_id()),
+        "the new file starts fresh"
+    );
+    assert!(std::fs::read_to_string(&rotated)
+        .unwrap()
+        .contains(&r.request_id()));
 }

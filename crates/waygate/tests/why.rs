@@ -80,6 +80,11 @@ async fn why_explains_gateway_errors_by_request_id() {
     assert!(text.contains("refused the connection"), "{text}");
     assert!(text.contains("Is the application running"), "{text}");
     assert!(text.contains("GET test.local/refused/x"), "{text}");
+    assert!(text.contains("Servers of upstream refused now:"), "{text}");
+    assert!(
+        text.contains("connected in") || text.contains("new connection"),
+        "{text}"
+    );
 
     let id = garbage_resp.request_id();
     let admin2 = admin.clone();

@@ -89,7 +89,15 @@ pub struct ListenerConfig {
     pub keepalive_timeout: Duration,
     /// Path of the public status page on this listener, if any.
     pub status_page: Option<String>,
+    pub max_header_size: usize,
+    pub max_headers: usize,
+    pub max_request_body_size: Option<u64>,
 }
+
+/// Default `max_header_size` (nginx: 4 × 8 KiB large header buffers).
+pub const DEFAULT_MAX_HEADER_SIZE: usize = 32 * 1024;
+/// Default `max_headers` (hyper's and HAProxy's order of magnitude).
+pub const DEFAULT_MAX_HEADERS: usize = 100;
 
 #[derive(Debug, Clone)]
 pub struct RouteConfig {

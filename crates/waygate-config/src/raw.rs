@@ -81,6 +81,12 @@ pub struct RawListener {
     pub keepalive_timeout: Option<Duration>,
     /// Path of a public status page served on this listener (e.g. "/_status").
     pub status_page: Option<Spanned<String>>,
+    /// Largest request line + headers, in bytes (over it: 431).
+    pub max_header_size: Option<Spanned<usize>>,
+    /// Most request headers (over it: 431).
+    pub max_headers: Option<Spanned<usize>>,
+    /// Largest request body, in bytes (over it: 413). Unlimited if absent.
+    pub max_request_body_size: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]

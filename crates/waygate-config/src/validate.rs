@@ -241,6 +241,23 @@ impl Ctx<'_> {
                 keepalive_timeout: l
                     .keepalive_timeout
                     .map_or(DEFAULT_KEEPALIVE_TIMEOUT, |d| d.0),
+                max_header_size: match &l.max_header_size {
+                    None => DEFAULT_MAX_HEADER_SIZE,
+                    Some(n) if (1024..=1 << 20).contains(n.get_ref()) => *n.get_ref(),
+                    Some(n) => {
+                        self.error(n.span(), format!("max_header_size = {} is out of range; expected 1024 to 1048576 bytes", n.get_ref()), None);
+                        DEFAULT_MAX_HEADER_SIZE
+                    }
+                },
+                max_headers: match &l.max_headers {
+                    None => DEFAULT_MAX_HEADERS,
+                    Some(n) if (1..=1000).contains(n.get_ref()) => *n.get_ref(),
+                    Some(n) => {
+                        self.error(n.span(), format!("max_headers = {} is out of range; expected 1 to 1000", n.get_ref()), None);
+                        DEFAULT_MAX_HEADERS
+                    }
+                },
+                max_request_body_size: l.max_request_body_size.as_ref().map(|n| *n.get_ref()),
                 status_page: match &l.status_page {
                     None => None,
                     Some(p)

@@ -55,6 +55,8 @@ pub enum Cause {
     UpstreamWriteTimeout,
     /// The client's request body could not be read (invalid chunked encoding).
     ClientBodyError,
+    /// The request body is larger than the listener's `max_request_body_size`.
+    RequestBodyTooLarge,
     /// The client stopped sending its request body for longer than the body idle timeout.
     ClientBodyTimeout,
     /// The client went away before the response was complete.
@@ -100,6 +102,7 @@ impl Cause {
         Cause::ResponseBodyTimeout,
         Cause::UpstreamWriteTimeout,
         Cause::ClientBodyError,
+        Cause::RequestBodyTooLarge,
         Cause::ClientBodyTimeout,
         Cause::ClientClosed,
         Cause::InternalError,
@@ -128,6 +131,7 @@ impl Cause {
             Cause::ResponseBodyTimeout => "response_body_timeout",
             Cause::UpstreamWriteTimeout => "upstream_write_timeout",
             Cause::ClientBodyError => "client_body_error",
+            Cause::RequestBodyTooLarge => "request_body_too_large",
             Cause::ClientBodyTimeout => "client_body_timeout",
             Cause::ClientClosed => "client_closed",
             Cause::InternalError => "internal_error",
@@ -157,6 +161,7 @@ impl Cause {
             | Cause::ResponseBodyTimeout
             | Cause::UpstreamWriteTimeout => 504,
             Cause::ClientBodyError => 400,
+            Cause::RequestBodyTooLarge => 413,
             Cause::ClientBodyTimeout => 408,
             Cause::ClientClosed => 499,
             Cause::InternalError => 500,
@@ -183,7 +188,9 @@ impl Cause {
             Cause::ResponseHeadersTooLarge => "http_response_header_section_size",
             Cause::ResponseBodyTimeout => "connection_read_timeout",
             Cause::UpstreamWriteTimeout => "connection_write_timeout",
-            Cause::ClientBodyError | Cause::ClientBodyTimeout => "http_request_error",
+            Cause::ClientBodyError | Cause::ClientBodyTimeout | Cause::RequestBodyTooLarge => {
+                "http_request_error"
+            }
             Cause::ClientClosed => "proxy_internal_response",
             Cause::InternalError => "proxy_internal_error",
         }
@@ -192,9 +199,10 @@ impl Cause {
     /// Which side is responsible for the failure.
     pub fn side(self) -> Side {
         match self {
-            Cause::ClientBodyError | Cause::ClientBodyTimeout | Cause::ClientClosed => {
-                Side::Downstream
-            }
+            Cause::ClientBodyError
+            | Cause::ClientBodyTimeout
+            | Cause::ClientClosed
+            | Cause::RequestBodyTooLarge => Side::Downstream,
             _ => Side::Gateway,
         }
     }
@@ -221,6 +229,7 @@ impl Cause {
             | Cause::ResponseBodyInvalid
             | Cause::ResponseBodyTruncated => "The service sent a broken response",
             Cause::ClientBodyError => "The request body could not be read",
+            Cause::RequestBodyTooLarge => "The request body is too large",
             Cause::ClientBodyTimeout => "The request body arrived too slowly",
             Cause::ClientClosed => "The client went away",
             Cause::InternalError => "Internal gateway error",
@@ -285,6 +294,7 @@ impl Cause {
                 "The server behind this service stopped accepting the body of your request."
             }
             Cause::ClientBodyError => "The body of your request was malformed or cut short.",
+            Cause::RequestBodyTooLarge => "The body of your request is larger than this site accepts.",
             Cause::ClientBodyTimeout => "The body of your request stopped arriving for too long.",
             Cause::ClientClosed => "The client closed the connection before the response was complete.",
             Cause::InternalError => "The gateway hit an internal error.",
@@ -372,6 +382,9 @@ impl Cause {
             Cause::ClientBodyError => &[
                 "The client sent an invalid chunked body or closed its connection mid-upload.",
             ],
+            Cause::RequestBodyTooLarge => &[
+                "The client sent more than the listener's `max_request_body_size`; raise it if such uploads are expected.",
+            ],
             Cause::ClientBodyTimeout => &[
                 "The client (or its network) stalled mid-upload; a slow-body attack looks the same.",
                 "Raise the upstream's `body_idle_timeout` for clients on very slow links.",
@@ -390,6 +403,7 @@ impl Cause {
         !matches!(
             self,
             Cause::NoRoute
+                | Cause::RequestBodyTooLarge
                 | Cause::ClientBodyError
                 | Cause::ResponseHeadersTooLarge
                 | Cause::ResponseFramingConflict

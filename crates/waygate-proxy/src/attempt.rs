@@ -59,6 +59,7 @@ impl RequestBody {
     pub(crate) async fn prepare(
         mut body: Incoming,
         upstream: &Upstream,
+        limit: Option<u64>,
         finish: &mut Finish,
     ) -> Result<Self, GatewayError> {
         if body.is_end_stream() {
@@ -103,6 +104,15 @@ impl RequestBody {
                     };
                 if let Ok(data) = frame.into_data() {
                     total += data.len();
+                    if limit.is_some_and(|max| total as u64 > max) {
+                        return Err(GatewayError::new(
+                            Cause::RequestBodyTooLarge,
+                            format!(
+                                "request body is over max_request_body_size {}",
+                                limit.unwrap_or(0)
+                            ),
+                        ));
+                    }
                     finish.add_bytes_in(data.len() as u64);
                     prefix.push_back(data);
                 }
@@ -118,7 +128,10 @@ impl RequestBody {
                 }
             }
         }
-        let upload = Arc::new(Upload::new(finish.start));
+        let read: u64 = prefix.iter().map(|b| b.len() as u64).sum();
+        let mut upload = Upload::new(finish.start);
+        upload.limit = limit.map(|max| max.saturating_sub(read));
+        let upload = Arc::new(upload);
         finish.upload = Some(upload.clone());
         Ok(RequestBody::Streamed {
             inner: Some(UpstreamBody::Stream {

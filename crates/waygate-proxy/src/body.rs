@@ -53,8 +53,12 @@ pub(crate) struct Upload {
     done_us: AtomicU64,
     /// The last poll of the client's body was pending.
     waiting_on_client: AtomicBool,
-    /// 0: fine, 1: the client's body was invalid, 2: the client went away.
+    /// 0: fine, 1: the client's body was invalid, 2: the client went
+    /// away, 3: the body is over the limit.
     client_error: AtomicU8,
+    /// Most body bytes still allowed from the stream (the limit minus what
+    /// was read before streaming started).
+    pub(crate) limit: Option<u64>,
 }
 
 /// The request body sent upstream.
@@ -144,6 +148,7 @@ impl Upload {
             done_us: AtomicU64::new(u64::MAX),
             waiting_on_client: AtomicBool::new(false),
             client_error: AtomicU8::new(0),
+            limit: None,
         }
     }
 
@@ -177,6 +182,7 @@ impl Upload {
         match self.client_error.load(Ordering::Relaxed) {
             1 => Some(Cause::ClientBodyError),
             2 => Some(Cause::ClientClosed),
+            3 => Some(Cause::RequestBodyTooLarge),
             _ => None,
         }
     }
@@ -190,12 +196,12 @@ impl Upload {
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let (body, upload) = match self.get_mut() {
             UpstreamBody::Empty => return Poll::Ready(None),
             UpstreamBody::Full(data) => {
@@ -220,7 +226,14 @@ impl Body for UpstreamBody {
             Poll::Ready(Some(Ok(frame))) => {
                 upload.waiting_on_client.store(false, Ordering::Relaxed);
                 if let Some(data) = frame.data_ref() {
-                    upload.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    let total = upload.bytes.fetch_add(data.len() as u64, Ordering::Relaxed)
+                        + data.len() as u64;
+                    if upload.limit.is_some_and(|max| total > max) {
+                        upload.client_error.store(3, Ordering::Relaxed);
+                        return Poll::Ready(Some(Err(
+                            "request body exceeds max_request_body_size".into(),
+                        )));
+                    }
                 }
                 upload
                     .last_progress_us
@@ -238,7 +251,7 @@ impl Body for UpstreamBody {
                     1
                 };
                 upload.client_error.store(code, Ordering::Relaxed);
-                Poll::Ready(Some(Err(e)))
+                Poll::Ready(Some(Err(Box::new(e))))
             }
             Poll::Ready(None) => {
                 upload.waiting_on_client.store(false, Ordering::Relaxed);

@@ -23,6 +23,9 @@ use tokio::time::{Instant, Sleep};
 
 use crate::body::ConnShared;
 
+/// Sent when a request head does not complete within client_header_timeout.
+const TIMEOUT_408: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\nproxy-status: waygate; error=http_request_error; details=\"client_header_timeout\"\r\n\r\n";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     /// Between requests: the keep-alive timer runs.
@@ -45,6 +48,8 @@ pub(crate) struct ClientIo {
     /// has to wait, so a request whose head arrives in one read costs no
     /// timer update for its header phase.
     armed: bool,
+    /// Bytes of a request head arrived in the current head phase.
+    head_bytes: bool,
     timer: Pin<Box<Sleep>>,
     header_timeout: Duration,
     keepalive_timeout: Duration,
@@ -66,6 +71,7 @@ impl ClientIo {
             phase: Phase::Head,
             deadline,
             armed: true,
+            head_bytes: false,
             timer: Box::pin(tokio::time::sleep_until(deadline)),
             header_timeout,
             keepalive_timeout,
@@ -77,6 +83,7 @@ impl ClientIo {
             return;
         }
         self.phase = phase;
+        self.head_bytes = false;
         let after = match phase {
             Phase::Idle => self.keepalive_timeout,
             Phase::Head => self.header_timeout,
@@ -115,6 +122,7 @@ impl AsyncRead for ClientIo {
             Poll::Ready(Ok(())) => {
                 if buf.filled().len() > before {
                     this.enter(Phase::Head);
+                    this.head_bytes = true;
                 }
                 Poll::Ready(Ok(()))
             }
@@ -131,6 +139,12 @@ impl AsyncRead for ClientIo {
                         "client_header_timeout"
                     };
                     tracing::debug!(timeout = which, "closing client connection");
+                    if this.phase == Phase::Head && this.head_bytes {
+                        // A partial request head: say so (RFC 9110 §15.5.9)
+                        // before closing. Best effort: the socket's send
+                        // buffer is empty at this point, so this never waits.
+                        let _ = this.stream.try_write(TIMEOUT_408);
+                    }
                     // Report end-of-file: hyper closes the connection.
                     return Poll::Ready(Ok(()));
                 }

@@ -190,7 +190,16 @@ async fn forward(
     let id_header =
         HeaderValue::from_str(id.as_str()).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
     prepare_request(rt, conn, &mut parts, &id_header);
-    let mut body = RequestBody::prepare(body, upstream, finish).await?;
+    let limit = listener.max_request_body_size;
+    if let (Some(max), Some(len)) = (limit, body.size_hint().exact()) {
+        if len > max {
+            return Err(GatewayError::new(
+                Cause::RequestBodyTooLarge,
+                format!("Content-Length {len} is over max_request_body_size {max}"),
+            ));
+        }
+    }
+    let mut body = RequestBody::prepare(body, upstream, limit, finish).await?;
     let idempotent = is_idempotent(&parts.method);
     upstream.budget.deposit(waygate_upstream::now_ms());
 

@@ -68,6 +68,9 @@ pub(crate) struct ListenerRt {
     pub(crate) status_page: Option<Arc<str>>,
     /// Indices of the upstreams this listener's routes use, with the route names.
     pub(crate) services: Vec<(Arc<str>, usize)>,
+    pub(crate) max_header_size: usize,
+    pub(crate) max_headers: usize,
+    pub(crate) max_request_body_size: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -121,6 +124,9 @@ impl Gateway {
                 client_header_timeout: l.client_header_timeout,
                 keepalive_timeout: l.keepalive_timeout,
                 status_page: l.status_page.as_deref().map(Arc::from),
+                max_header_size: l.max_header_size,
+                max_headers: l.max_headers,
+                max_request_body_size: l.max_request_body_size,
                 services: config
                     .routes
                     .iter()

@@ -182,6 +182,9 @@ async fn accept_loop(
         // client_header_timeout and keepalive_timeout instead.
         let conn = http1::Builder::new()
             .keep_alive(true)
+            // Over these hyper answers 431 itself.
+            .max_header_size(l.max_header_size)
+            .max_headers(l.max_headers)
             .serve_connection(TokioIo::new(io), svc);
         let conn = graceful.watcher().watch(conn);
         let rt2 = rt.clone();

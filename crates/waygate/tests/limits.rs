@@ -1,0 +1,117 @@
+//! Request limits at the edge: 431 for oversize heads, 413 for oversize
+//! bodies (up front from Content-Length, and while streaming), 408 for a
+//! head that does not complete in time.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use waygate_test_util::{Behavior, Upstream};
+
+/// A gateway whose listener has limits, in front of a body sink.
+async fn gateway(
+    listener_extra: &str,
+) -> (
+    std::net::SocketAddr,
+    Upstream,
+    tokio::sync::oneshot::Sender<()>,
+    tempfile::TempDir,
+) {
+    let sink = Upstream::start(Behavior::Sink).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let toml = format!(
+        "[[listener]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n{listener_extra}\n[access_log]\ntarget = \"{}\"\n\n[upstream.app]\nservers = [\"{}\"]\n\n[[route]]\nupstream = \"app\"\n",
+        log.display(),
+        sink.addr
+    );
+    let loaded = waygate_config::parse(&toml, "t.toml", dir.path()).unwrap();
+    let gw = waygate_proxy::Gateway::build(
+        &loaded.config,
+        waygate_telemetry::AccessLog::file(&log).unwrap(),
+    )
+    .unwrap();
+    let bound = gw.bind().await.unwrap();
+    let addr = bound.local_addrs()[0];
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(gw.serve(bound, async move {
+        let _ = stopped.await;
+    }));
+    (addr, sink, stop, dir)
+}
+
+#[tokio::test]
+async fn oversize_request_head_is_431() {
+    let (addr, sink, _stop, _dir) = gateway("max_header_size = 4096\n").await;
+    let big = "x".repeat(8000);
+    let r = common::send_raw(
+        addr,
+        format!("GET / HTTP/1.1\r\nhost: x\r\nx-big: {big}\r\nconnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 431);
+    let ok = common::send_raw(
+        addr,
+        b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(ok.status, 200);
+    assert_eq!(
+        sink.seen().len(),
+        1,
+        "the oversize request never reached the upstream"
+    );
+}
+
+#[tokio::test]
+async fn oversize_body_is_413_up_front_and_while_streaming() {
+    let (addr, sink, _stop, _dir) = gateway("max_request_body_size = 100000\n").await;
+    // Content-Length over the limit: refused before reading it.
+    let r = common::send_raw(
+        addr,
+        b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 100001\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 413);
+    assert_eq!(r.proxy_error().as_deref(), Some("http_request_error"));
+    // Exactly at the limit: fine.
+    let mut req =
+        b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 100000\r\nconnection: close\r\n\r\n"
+            .to_vec();
+    req.extend(std::iter::repeat_n(b'a', 100_000));
+    let r = common::send_raw(addr, &req).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "100000\n"));
+    // Chunked, no length: cut at the limit.
+    let mut req =
+        b"POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+            .to_vec();
+    for _ in 0..30 {
+        req.extend_from_slice(b"2710\r\n");
+        req.extend(std::iter::repeat_n(b'b', 10_000));
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    let r = common::send_raw(addr, &req).await;
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert!(
+        sink.seen().iter().all(|s| s.body_len <= 100_000),
+        "no more than the limit went upstream"
+    );
+}
+
+#[tokio::test]
+async fn incomplete_head_gets_408() {
+    let (addr, _sink, _stop, _dir) = gateway("client_header_timeout = \"300ms\"\n").await;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n").await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got))
+        .await
+        .unwrap()
+        .ok();
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 408 "));
+}

@@ -44,6 +44,26 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
     /// Replacement error pages by status.
     pub error_pages: HashMap<u16, ErrorPage>,
+    pub rate_limits: Vec<RateLimitConfig>,
+}
+
+/// A named rate-limit policy (GCRA).
+#[derive(Debug, Clone)]
+pub struct RateLimitConfig {
+    pub name: String,
+    pub key: Vec<RateKey>,
+    pub rate: u32,
+    pub per: Duration,
+    pub burst: u32,
+}
+
+/// One part of a rate-limit key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RateKey {
+    ClientIp,
+    Route,
+    /// Lowercase header name.
+    Header(String),
 }
 
 #[derive(Debug, Clone)]
@@ -109,6 +129,8 @@ pub struct RouteConfig {
     pub listener: Option<usize>,
     /// Index into `Config::upstreams`.
     pub upstream: usize,
+    /// Index into `Config::rate_limits`.
+    pub rate_limit: Option<usize>,
 }
 
 /// How a route matches the request's host (compared without port, lowercase).

@@ -30,6 +30,23 @@ pub struct RawConfig {
     /// Operator templates that replace the built-in error page, by status.
     #[serde(default)]
     pub error_pages: BTreeMap<Spanned<String>, Spanned<String>>,
+    /// Named rate-limit policies, attached to routes by `rate_limit`.
+    #[serde(default)]
+    pub rate_limit: BTreeMap<Spanned<String>, Spanned<RawRateLimit>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    /// What counts as one client: `client_ip` (default), `route`,
+    /// `header:<name>`, or several joined with `+` (`client_ip+route`).
+    pub key: Option<Spanned<String>>,
+    /// Requests allowed per `per`.
+    pub rate: Spanned<u32>,
+    /// The period of `rate` (default 1s).
+    pub per: Option<Duration>,
+    /// Requests allowed at once above the steady rate (default: `rate`).
+    pub burst: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -102,6 +119,8 @@ pub struct RawRoute {
     pub listener: Option<Spanned<String>>,
     /// The upstream that serves matching requests.
     pub upstream: Spanned<String>,
+    /// A `[rate_limit.<name>]` policy applied to matching requests.
+    pub rate_limit: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

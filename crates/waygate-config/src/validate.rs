@@ -52,7 +52,8 @@ pub(crate) fn validate(
     let gateway = cx.gateway(raw.gateway);
     let listeners = cx.listeners(&raw.listener);
     let upstreams = cx.upstreams(&raw.upstream);
-    let routes = cx.routes(&raw.route, &listeners, &upstreams);
+    let rate_limits = cx.rate_limits(&raw.rate_limit);
+    let routes = cx.routes(&raw.route, &listeners, &upstreams, &rate_limits);
     cx.unused_upstreams(&raw.upstream, &routes);
     let error_pages = cx.error_pages(&raw.error_pages, base);
 
@@ -70,6 +71,7 @@ pub(crate) fn validate(
         routes,
         upstreams,
         error_pages,
+        rate_limits,
     };
     Ok(Loaded {
         config,
@@ -375,6 +377,7 @@ impl Ctx<'_> {
         raw: &[Spanned<RawRoute>],
         listeners: &[ListenerConfig],
         upstreams: &[UpstreamConfig],
+        rate_limits: &[RateLimitConfig],
     ) -> Vec<RouteConfig> {
         let mut out = Vec::new();
         for (i, r) in raw.iter().enumerate() {
@@ -416,12 +419,28 @@ impl Ctx<'_> {
                     None
                 }
             };
+            let rate_limit = match &r.rate_limit {
+                None => Some(None),
+                Some(p) => self
+                    .resolve(
+                        p,
+                        "rate-limit policy",
+                        n,
+                        rate_limits.iter().map(|p| p.name.as_str()),
+                    )
+                    .map(Some),
+            };
             let name = r
                 .name
                 .as_ref()
                 .map_or_else(|| format!("route{n}"), |s| s.get_ref().clone());
-            if let (Some(upstream), Some(listener), Some(host), Some(path_prefix)) =
-                (upstream, listener, host, path_prefix)
+            if let (
+                Some(upstream),
+                Some(listener),
+                Some(host),
+                Some(path_prefix),
+                Some(rate_limit),
+            ) = (upstream, listener, host, path_prefix, rate_limit)
             {
                 out.push(RouteConfig {
                     name,
@@ -429,6 +448,7 @@ impl Ctx<'_> {
                     path_prefix,
                     listener,
                     upstream,
+                    rate_limit,
                 });
             }
         }

@@ -57,6 +57,8 @@ pub enum Cause {
     ClientBodyError,
     /// The request body is larger than the listener's `max_request_body_size`.
     RequestBodyTooLarge,
+    /// The client is over a rate-limit policy of the route.
+    RateLimited,
     /// The client stopped sending its request body for longer than the body idle timeout.
     ClientBodyTimeout,
     /// The client went away before the response was complete.
@@ -103,6 +105,7 @@ impl Cause {
         Cause::UpstreamWriteTimeout,
         Cause::ClientBodyError,
         Cause::RequestBodyTooLarge,
+        Cause::RateLimited,
         Cause::ClientBodyTimeout,
         Cause::ClientClosed,
         Cause::InternalError,
@@ -132,6 +135,7 @@ impl Cause {
             Cause::UpstreamWriteTimeout => "upstream_write_timeout",
             Cause::ClientBodyError => "client_body_error",
             Cause::RequestBodyTooLarge => "request_body_too_large",
+            Cause::RateLimited => "rate_limited",
             Cause::ClientBodyTimeout => "client_body_timeout",
             Cause::ClientClosed => "client_closed",
             Cause::InternalError => "internal_error",
@@ -162,6 +166,7 @@ impl Cause {
             | Cause::UpstreamWriteTimeout => 504,
             Cause::ClientBodyError => 400,
             Cause::RequestBodyTooLarge => 413,
+            Cause::RateLimited => 429,
             Cause::ClientBodyTimeout => 408,
             Cause::ClientClosed => 499,
             Cause::InternalError => 500,
@@ -188,6 +193,7 @@ impl Cause {
             Cause::ResponseHeadersTooLarge => "http_response_header_section_size",
             Cause::ResponseBodyTimeout => "connection_read_timeout",
             Cause::UpstreamWriteTimeout => "connection_write_timeout",
+            Cause::RateLimited => "http_request_denied",
             Cause::ClientBodyError | Cause::ClientBodyTimeout | Cause::RequestBodyTooLarge => {
                 "http_request_error"
             }
@@ -230,6 +236,7 @@ impl Cause {
             | Cause::ResponseBodyTruncated => "The service sent a broken response",
             Cause::ClientBodyError => "The request body could not be read",
             Cause::RequestBodyTooLarge => "The request body is too large",
+            Cause::RateLimited => "Too many requests",
             Cause::ClientBodyTimeout => "The request body arrived too slowly",
             Cause::ClientClosed => "The client went away",
             Cause::InternalError => "Internal gateway error",
@@ -295,6 +302,7 @@ impl Cause {
             }
             Cause::ClientBodyError => "The body of your request was malformed or cut short.",
             Cause::RequestBodyTooLarge => "The body of your request is larger than this site accepts.",
+            Cause::RateLimited => "You sent more requests than this site allows in a short time; slow down and try again shortly.",
             Cause::ClientBodyTimeout => "The body of your request stopped arriving for too long.",
             Cause::ClientClosed => "The client closed the connection before the response was complete.",
             Cause::InternalError => "The gateway hit an internal error.",
@@ -381,6 +389,9 @@ impl Cause {
             ],
             Cause::ClientBodyError => &[
                 "The client sent an invalid chunked body or closed its connection mid-upload.",
+            ],
+            Cause::RateLimited => &[
+                "The client exceeded the route's rate-limit policy: check its rate, burst and key (a shared IP behind a proxy not listed in trusted_proxies looks like one client).",
             ],
             Cause::RequestBodyTooLarge => &[
                 "The client sent more than the listener's `max_request_body_size`; raise it if such uploads are expected.",

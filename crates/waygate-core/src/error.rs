@@ -12,6 +12,10 @@ use crate::Cause;
 pub struct GatewayError {
     pub cause: Cause,
     pub detail: String,
+    /// `Retry-After` seconds, when known for this very error (a rate limit).
+    pub retry_after: Option<u64>,
+    /// Extra response headers (name, value), e.g. RateLimit-Policy.
+    pub headers: Vec<(&'static str, String)>,
 }
 
 // === impl GatewayError ===
@@ -21,6 +25,8 @@ impl GatewayError {
         Self {
             cause,
             detail: detail.into(),
+            retry_after: None,
+            headers: Vec::new(),
         }
     }
 }

@@ -20,6 +20,7 @@ fn routes(n: usize) -> Vec<RouteConfig> {
             path_prefix: format!("/svc{i}/api"),
             listener: None,
             upstream: 0,
+            rate_limit: None,
         })
         .collect()
 }

@@ -94,7 +94,8 @@ pub(crate) async fn handle(
         Err(err) => {
             tracing::debug!(request_id = %id, cause = err.cause.name(), detail = %err.detail, "gateway error");
             finish.generated(&err);
-            let public = if rt.expose_addresses {
+            let public = if rt.expose_addresses || err.cause == Cause::RateLimited {
+                // A rate-limit detail names only the policy.
                 err.detail.clone()
             } else {
                 public_detail(err.cause, &target)
@@ -105,6 +106,8 @@ pub(crate) async fn handle(
                 request_id: id.as_str(),
                 accept: accept.as_ref(),
                 status_page: rt.listeners[conn.listener].status_page.as_deref(),
+                retry_after: err.retry_after,
+                headers: &err.headers,
                 next_hop: finish
                     .rec
                     .upstream_server
@@ -166,6 +169,11 @@ async fn forward(
     finish.rec.route = Some(route.name.clone());
     finish.rec.upstream = Some(upstream.name.clone());
     target.upstream = Some(upstream.name.clone());
+
+    // Rate limit.
+    if let Some(p) = route.rate_limit.and_then(|i| rt.rate_limits.get(i)) {
+        p.check(rate_key(p, conn, &req, &route.name))?;
+    }
 
     // Admit.
     let members = upstream.members.load_full();
@@ -382,6 +390,29 @@ fn hash_key(key: &HashKey, conn: &ConnInfo, req: &Request<Incoming>) -> u64 {
         Some(v) => ServerSet::hash_key(v),
         None => fastrand::u64(..),
     }
+}
+
+/// The rate-limit key of a request: its parts hashed together.
+fn rate_key(
+    p: &crate::ratelimit::RatePolicy,
+    conn: &ConnInfo,
+    req: &Request<Incoming>,
+    route: &str,
+) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    for part in &p.key {
+        match part {
+            waygate_config::RateKey::ClientIp => client_ip(conn, req).hash(&mut h),
+            waygate_config::RateKey::Route => route.hash(&mut h),
+            waygate_config::RateKey::Header(name) => req
+                .headers()
+                .get(name.as_str())
+                .map(HeaderValue::as_bytes)
+                .hash(&mut h),
+        }
+    }
+    h.finish()
 }
 
 /// The client's IP, from a trusted proxy's `X-Forwarded-For` if present.

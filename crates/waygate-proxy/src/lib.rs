@@ -22,6 +22,7 @@ mod metrics;
 mod negotiate;
 mod pool;
 mod public_status;
+mod ratelimit;
 mod respond;
 mod router;
 mod runtime;

@@ -36,6 +36,10 @@ pub(crate) struct ErrorReport<'a> {
     pub(crate) next_hop: Option<&'a str>,
     /// The listener's public status page, linked from the HTML page.
     pub(crate) status_page: Option<&'a str>,
+    /// `Retry-After` for this error, overriding the cause's default.
+    pub(crate) retry_after: Option<u64>,
+    /// Extra headers (name, value).
+    pub(crate) headers: &'a [(&'static str, String)],
 }
 
 // === impl Responder ===
@@ -65,8 +69,13 @@ impl Responder {
         if let Ok(v) = HeaderValue::from_str(r.request_id) {
             h.insert(X_REQUEST_ID.clone(), v);
         }
-        if let Some(secs) = r.cause.retry_after() {
+        if let Some(secs) = r.retry_after.or(r.cause.retry_after().map(u64::from)) {
             h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        for (name, value) in r.headers {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                h.insert(*name, v);
+            }
         }
         resp
     }
@@ -257,6 +266,8 @@ mod tests {
             accept: accept.as_ref(),
             next_hop: None,
             status_page: None,
+            retry_after: None,
+            headers: &[],
         });
         (r, resp)
     }

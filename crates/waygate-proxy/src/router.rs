@@ -21,6 +21,8 @@ pub struct RouteEntry {
     host: HostMatch,
     prefix: String,
     pub(crate) upstream: usize,
+    /// Index into the runtime's rate-limit policies.
+    pub(crate) rate_limit: Option<usize>,
 }
 
 // === impl Router ===
@@ -38,6 +40,7 @@ impl Router {
                 host: r.host.clone(),
                 prefix: r.path_prefix.clone(),
                 upstream: r.upstream,
+                rate_limit: r.rate_limit,
             })
             .enumerate()
             .collect();
@@ -104,6 +107,7 @@ mod tests {
             path_prefix: prefix.into(),
             listener,
             upstream: 0,
+            rate_limit: None,
         }
     }
 

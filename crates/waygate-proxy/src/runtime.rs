@@ -49,6 +49,7 @@ pub(crate) struct Runtime {
     /// The last gateway errors, for `/errors/<id>` and `waygate why`.
     pub(crate) errors: Arc<ErrorRing>,
     pub(crate) metrics: Metrics,
+    pub(crate) rate_limits: Vec<crate::ratelimit::RatePolicy>,
     pub(crate) history: crate::status::History,
     /// How often the status history is sampled.
     pub(crate) sample_every: Duration,
@@ -172,6 +173,11 @@ impl Gateway {
                     .map_or(DEFAULT_ERROR_RING, |a| a.error_ring),
             )),
             metrics,
+            rate_limits: config
+                .rate_limits
+                .iter()
+                .map(crate::ratelimit::RatePolicy::new)
+                .collect(),
             history: crate::status::History::default(),
             sample_every: crate::status::SAMPLE_EVERY,
             ids: RequestIdGenerator::new(),

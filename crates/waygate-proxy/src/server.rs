@@ -87,6 +87,19 @@ impl Gateway {
             self.rt.clone(),
             self.rt.sample_every,
         )));
+        if !self.rt.rate_limits.is_empty() {
+            let rt = self.rt.clone();
+            checkers.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(crate::ratelimit::EVICT_EVERY);
+                loop {
+                    tick.tick().await;
+                    for p in &rt.rate_limits {
+                        p.evict();
+                        tracing::debug!(policy = %p.name, keys = p.keys(), "rate-limit keys after eviction");
+                    }
+                }
+            }));
+        }
         let graceful = Arc::new(GracefulShutdown::new());
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut accept_tasks = Vec::new();

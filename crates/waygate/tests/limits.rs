@@ -115,3 +115,52 @@ async fn incomplete_head_gets_408() {
         .ok();
     assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 408 "));
 }
+
+#[tokio::test]
+async fn rate_limit_admits_the_burst_then_answers_429_with_headers() {
+    let up = Upstream::start(Behavior::Hello("a".into())).await.unwrap();
+    let cfg = format!(
+        "[upstream.app]\nservers = [\"{}\"]\n\n[rate_limit.api]\nkey = \"header:x-api-key\"\nrate = 1\nper = \"10s\"\nburst = 3\n\n[[route]]\npath_prefix = \"/api\"\nupstream = \"app\"\nrate_limit = \"api\"\n\n[[route]]\nupstream = \"app\"\n",
+        up.addr
+    );
+    let gw = common::TestGateway::start(&cfg).await;
+    let key_a = [("x-api-key", "alice")];
+    // GCRA with burst 3: exactly three immediate requests pass, the fourth is refused.
+    for i in 0..3 {
+        assert_eq!(
+            common::get(gw.addr, "/api/x", &key_a).await.status,
+            200,
+            "request {i} is within the burst"
+        );
+    }
+    let r = common::get(gw.addr, "/api/x", &key_a).await;
+    assert_eq!(r.status, 429);
+    assert_eq!(
+        r.header("proxy-status"),
+        Some("waygate; error=http_request_denied; details=\"rate limit api\"")
+    );
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=10).contains(&retry), "one token every 10 s: {retry}");
+    assert_eq!(r.header("ratelimit-policy"), Some("\"api\";q=1;w=10"));
+    assert_eq!(
+        r.header("ratelimit"),
+        Some(format!("\"api\";r=0;t={retry}").as_str())
+    );
+    let line = gw.log_line(&r.request_id()).await;
+    assert_eq!(line["cause"], "rate_limited");
+    // Another key has its own budget; routes without the policy are not limited.
+    assert_eq!(
+        common::get(gw.addr, "/api/x", &[("x-api-key", "bob")])
+            .await
+            .status,
+        200
+    );
+    for _ in 0..5 {
+        assert_eq!(common::get(gw.addr, "/other", &key_a).await.status, 200);
+    }
+    assert_eq!(
+        up.seen().len(),
+        3 + 1 + 5,
+        "refused requests never reached the upstream"
+    );
+}

@@ -188,3 +188,21 @@ fn error_page_keys_and_files() {
     ));
     assert!(e.message.contains("cannot read error page template"));
 }
+
+#[test]
+fn rate_limit_policies_are_checked_and_referenced() {
+    let src = format!("{EXAMPLE}\n[rate_limit.api]\nkey = \"client_ip+header:x-key\"\nrate = 10\nburst = 20\n\n[[route]]\npath_prefix = \"/api\"\nupstream = \"app\"\nrate_limit = \"api\"\n");
+    let c = parse(&src, "t.toml", Path::new(".")).expect("valid").config;
+    assert_eq!(c.rate_limits[0].burst, 20);
+    assert_eq!(c.routes[2].rate_limit, Some(0));
+    let e = one_error(&src.replace("rate_limit = \"api\"", "rate_limit = \"apii\""));
+    assert!(
+        e.message.contains(
+            "rate-limit policy `apii` referenced by route 3 is not defined; did you mean `api`?"
+        ),
+        "{}",
+        e.message
+    );
+    let e = one_error(&src.replace("client_ip+header:x-key", "client_ip+cookie"));
+    assert!(e.message.contains("key part `cookie`"), "{}", e.message);
+}

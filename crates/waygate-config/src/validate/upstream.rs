@@ -351,6 +351,76 @@ impl Ctx<'_> {
     }
 }
 
+impl Ctx<'_> {
+    pub(super) fn rate_limits(
+        &mut self,
+        raw: &std::collections::BTreeMap<Spanned<String>, Spanned<RawRateLimit>>,
+    ) -> Vec<RateLimitConfig> {
+        let mut out = Vec::new();
+        for (name, p) in raw {
+            let p = p.get_ref();
+            let mut key = Vec::new();
+            let spec = p.key.as_ref().map_or("client_ip", |k| k.get_ref().as_str());
+            for part in spec.split('+').map(str::trim) {
+                let k = match part {
+                    "client_ip" => Some(RateKey::ClientIp),
+                    "route" => Some(RateKey::Route),
+                    _ => part
+                        .strip_prefix("header:")
+                        .filter(|h| {
+                            !h.is_empty()
+                                && h.bytes()
+                                    .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+                        })
+                        .map(|h| RateKey::Header(h.to_ascii_lowercase())),
+                };
+                match k {
+                    Some(k) => key.push(k),
+                    None => {
+                        let span = p.key.as_ref().map_or(name.span(), Spanned::span);
+                        self.error(
+                            span,
+                            format!(
+                                "rate-limit key part `{part}` of policy `{}` is not valid",
+                                name.get_ref()
+                            ),
+                            Some(
+                                "expected client_ip, route or header:<name>, joined with '+'"
+                                    .into(),
+                            ),
+                        );
+                    }
+                }
+            }
+            if *p.rate.get_ref() == 0 {
+                self.error(p.rate.span(), "rate must be at least 1".into(), None);
+                continue;
+            }
+            let burst = match &p.burst {
+                None => *p.rate.get_ref(),
+                Some(b) if *b.get_ref() == 0 => {
+                    self.error(b.span(), "burst must be at least 1".into(), None);
+                    continue;
+                }
+                Some(b) => *b.get_ref(),
+            };
+            let per = p.per.map_or(std::time::Duration::from_secs(1), |d| d.0);
+            if per.is_zero() {
+                self.error(p.rate.span(), "per must be greater than zero".into(), None);
+                continue;
+            }
+            out.push(RateLimitConfig {
+                name: name.get_ref().clone(),
+                key,
+                rate: *p.rate.get_ref(),
+                per,
+                burst,
+            });
+        }
+        out
+    }
+}
+
 fn parse_hash_key(s: &str) -> Option<HashKey> {
     match s {
         "client_ip" => Some(HashKey::ClientIp),

@@ -112,7 +112,15 @@ pub struct ListenerConfig {
     pub max_header_size: usize,
     pub max_headers: usize,
     pub max_request_body_size: Option<u64>,
+    pub max_connections: u32,
+    pub max_connections_per_ip: Option<u32>,
+    pub max_requests_per_connection: u32,
 }
+
+/// Default `max_connections` per listener.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 10_000;
+/// Default `max_requests_per_connection` (nginx's `keepalive_requests`).
+pub const DEFAULT_MAX_REQUESTS_PER_CONNECTION: u32 = 1000;
 
 /// Default `max_header_size` (nginx: 4 × 8 KiB large header buffers).
 pub const DEFAULT_MAX_HEADER_SIZE: usize = 32 * 1024;

@@ -104,6 +104,12 @@ pub struct RawListener {
     pub max_headers: Option<Spanned<usize>>,
     /// Largest request body, in bytes (over it: 413). Unlimited if absent.
     pub max_request_body_size: Option<Spanned<u64>>,
+    /// Most open client connections on this listener (default 10000).
+    pub max_connections: Option<Spanned<u32>>,
+    /// Most open connections from one client IP (unlimited if absent).
+    pub max_connections_per_ip: Option<Spanned<u32>>,
+    /// Requests served on one keep-alive connection before it is closed (default 1000).
+    pub max_requests_per_connection: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize)]

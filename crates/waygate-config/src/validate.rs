@@ -103,6 +103,21 @@ impl Ctx<'_> {
         self.push(Severity::Warning, span, msg, hint);
     }
 
+    fn at_least_one(&mut self, v: &Option<Spanned<u32>>, key: &str) -> Option<u32> {
+        match v {
+            Some(n) if *n.get_ref() == 0 => {
+                self.error(
+                    n.span(),
+                    format!("{key} must be at least 1"),
+                    Some("remove it for the default".into()),
+                );
+                None
+            }
+            Some(n) => Some(*n.get_ref()),
+            None => None,
+        }
+    }
+
     fn socket_addr(&mut self, what: &str, s: &Spanned<String>) -> Option<SocketAddr> {
         match s.get_ref().parse::<SocketAddr>() {
             Ok(addr) => Some(addr),
@@ -260,6 +275,11 @@ impl Ctx<'_> {
                     }
                 },
                 max_request_body_size: l.max_request_body_size.as_ref().map(|n| *n.get_ref()),
+                max_connections: self.at_least_one(&l.max_connections, "max_connections").unwrap_or(DEFAULT_MAX_CONNECTIONS),
+                max_connections_per_ip: self.at_least_one(&l.max_connections_per_ip, "max_connections_per_ip"),
+                max_requests_per_connection: self
+                    .at_least_one(&l.max_requests_per_connection, "max_requests_per_connection")
+                    .unwrap_or(DEFAULT_MAX_REQUESTS_PER_CONNECTION),
                 status_page: match &l.status_page {
                     None => None,
                     Some(p)

@@ -40,6 +40,8 @@ pub(crate) struct ConnShared {
     /// The connection's reader, woken when the last response finishes so
     /// it can start its keep-alive timer.
     pub(crate) idle_waker: atomic_waker::AtomicWaker,
+    /// Requests received on this connection.
+    pub(crate) requests: std::sync::atomic::AtomicU32,
 }
 
 /// Progress of a request body being sent upstream.

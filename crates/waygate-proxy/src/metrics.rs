@@ -379,6 +379,23 @@ impl Collector for GatewayCollector {
         ConstGauge::new(m.client_connections.load(Ordering::Relaxed)).encode(e)?;
 
         let mut e = enc.encode_descriptor(
+            "waygate_connections_refused",
+            "Client connections refused by a connection limit, by listener and reason",
+            None,
+            MetricType::Counter,
+        )?;
+        for l in &rt.listeners {
+            for (i, reason) in ["max_connections", "max_connections_per_ip"]
+                .iter()
+                .enumerate()
+            {
+                let v = l.refused[i].load(Ordering::Relaxed);
+                ConstCounter::new(v)
+                    .encode(e.encode_family(&[("listener", &*l.name), ("reason", reason)])?)?;
+            }
+        }
+
+        let mut e = enc.encode_descriptor(
             "waygate_upstream_connections",
             "Open connections to an upstream's servers",
             None,

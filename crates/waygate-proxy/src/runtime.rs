@@ -72,6 +72,16 @@ pub(crate) struct ListenerRt {
     pub(crate) max_header_size: usize,
     pub(crate) max_headers: usize,
     pub(crate) max_request_body_size: Option<u64>,
+    pub(crate) max_connections: u32,
+    pub(crate) max_connections_per_ip: Option<u32>,
+    pub(crate) max_requests_per_connection: u32,
+    /// Open client connections on this listener.
+    pub(crate) open: std::sync::atomic::AtomicU32,
+    /// Open connections per client IP (only when `max_connections_per_ip`
+    /// is set); touched once per connection, never per request.
+    pub(crate) per_ip: std::sync::Mutex<HashMap<std::net::IpAddr, u32>>,
+    /// Connections refused: [listener limit, per-IP limit].
+    pub(crate) refused: [std::sync::atomic::AtomicU64; 2],
 }
 
 #[derive(Debug)]
@@ -128,6 +138,12 @@ impl Gateway {
                 max_header_size: l.max_header_size,
                 max_headers: l.max_headers,
                 max_request_body_size: l.max_request_body_size,
+                max_connections: l.max_connections,
+                max_connections_per_ip: l.max_connections_per_ip,
+                max_requests_per_connection: l.max_requests_per_connection,
+                open: std::sync::atomic::AtomicU32::new(0),
+                per_ip: std::sync::Mutex::new(HashMap::new()),
+                refused: Default::default(),
                 services: config
                     .routes
                     .iter()

@@ -172,6 +172,12 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let l = &rt.listeners[index];
+        let Some(slot) = ConnSlot::acquire(&rt, index, peer.ip()) else {
+            // Over a connection limit: say so and close (best effort, the
+            // send buffer of a new socket is empty).
+            let _ = stream.try_write(REFUSED_503);
+            continue;
+        };
         let shared = Arc::new(ConnShared::default());
         let io = ClientIo::new(
             stream,
@@ -205,6 +211,7 @@ async fn accept_loop(
             .client_connections
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tokio::spawn(async move {
+            let _slot = slot;
             if let Err(e) = conn.await {
                 debug!(%peer, error = %e, "client connection ended with an error");
             }
@@ -214,6 +221,64 @@ async fn accept_loop(
         });
     }
     debug!(listener = %name, "stopped accepting");
+}
+
+/// Sent to a connection refused by a connection limit.
+const REFUSED_503: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\nretry-after: 1\r\nproxy-status: waygate; error=connection_limit_reached; details=\"too many client connections\"\r\n\r\n";
+
+/// A client connection counted against its listener's limits until dropped.
+struct ConnSlot {
+    rt: Arc<Runtime>,
+    listener: usize,
+    ip: Option<std::net::IpAddr>,
+}
+
+impl ConnSlot {
+    fn acquire(rt: &Arc<Runtime>, listener: usize, ip: std::net::IpAddr) -> Option<Self> {
+        use std::sync::atomic::Ordering;
+        let l = &rt.listeners[listener];
+        if l.open.fetch_add(1, Ordering::Relaxed) >= l.max_connections {
+            l.open.fetch_sub(1, Ordering::Relaxed);
+            l.refused[0].fetch_add(1, Ordering::Relaxed);
+            warn!(listener = %l.name, max = l.max_connections, "connection refused: max_connections reached");
+            return None;
+        }
+        let mut slot = Self {
+            rt: rt.clone(),
+            listener,
+            ip: None,
+        };
+        if let Some(max) = l.max_connections_per_ip {
+            let mut map = l.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+            let n = map.entry(ip).or_insert(0);
+            if *n >= max {
+                l.refused[1].fetch_add(1, Ordering::Relaxed);
+                debug!(listener = %l.name, %ip, max, "connection refused: max_connections_per_ip reached");
+                drop(map);
+                return None; // dropping `slot` gives back the listener count
+            }
+            *n += 1;
+            drop(map);
+            slot.ip = Some(ip);
+        }
+        Some(slot)
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        let l = &self.rt.listeners[self.listener];
+        l.open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        if let Some(ip) = self.ip {
+            let mut map = l.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = map.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(&ip);
+                }
+            }
+        }
+    }
 }
 
 // === impl GatewayService ===
@@ -237,6 +302,23 @@ impl hyper::service::Service<Request<Incoming>> for GatewayService {
         );
         let rt = self.rt.clone();
         let conn = self.conn.clone();
-        Box::pin(async move { Ok(forward::handle(rt, conn, req, id, Box::new(finish)).await) })
+        // The last request allowed on this connection asks the client to
+        // close it (hyper closes after the response).
+        let served = conn
+            .shared
+            .requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        let last = served >= rt.listeners[conn.listener].max_requests_per_connection;
+        Box::pin(async move {
+            let mut resp = forward::handle(rt, conn, req, id, Box::new(finish)).await;
+            if last {
+                resp.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+            }
+            Ok(resp)
+        })
     }
 }

@@ -164,3 +164,53 @@ async fn rate_limit_admits_the_burst_then_answers_429_with_headers() {
         "refused requests never reached the upstream"
     );
 }
+
+#[tokio::test]
+async fn connection_limits_refuse_with_503_and_free_up() {
+    let (addr, _sink, _stop, _dir) =
+        gateway("max_connections = 3\nmax_connections_per_ip = 2\n").await;
+    let a = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let b = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // A third connection from the same IP is over max_connections_per_ip.
+    let r = common::send_raw(
+        addr,
+        b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.proxy_error().as_deref(), Some("connection_limit_reached"));
+    drop(a);
+    drop(b);
+    // Once they close, new connections are served again.
+    let mut ok = false;
+    for _ in 0..100 {
+        let r = common::send_raw(
+            addr,
+            b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        )
+        .await;
+        if r.status == 200 {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(ok, "slots are given back when connections close");
+}
+
+#[tokio::test]
+async fn keep_alive_connection_closes_after_max_requests() {
+    let (addr, _sink, _stop, _dir) = gateway("max_requests_per_connection = 2\n").await;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /1 HTTP/1.1\r\nhost: x\r\n\r\nGET /2 HTTP/1.1\r\nhost: x\r\n\r\nGET /3 HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got))
+        .await
+        .unwrap()
+        .ok();
+    let text = String::from_utf8_lossy(&got);
+    assert_eq!(text.matches("HTTP/1.1 200").count(), 2, "{text}");
+    assert!(text.contains("connection: close"), "{text}");
+}

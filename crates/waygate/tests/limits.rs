@@ -214,3 +214,84 @@ async fn keep_alive_connection_closes_after_max_requests() {
     assert_eq!(text.matches("HTTP/1.1 200").count(), 2, "{text}");
     assert!(text.contains("connection: close"), "{text}");
 }
+
+/// How many sockets this test may open (half for the clients, half for the
+/// gateway, which runs in this process), at most `want`.
+fn fd_budget(want: usize) -> usize {
+    let soft = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|l| {
+            l.lines()
+                .find(|x| x.starts_with("Max open files"))
+                .and_then(|x| {
+                    x.split_whitespace()
+                        .nth(3)
+                        .and_then(|v| v.parse::<usize>().ok())
+                })
+        })
+        .unwrap_or(1024);
+    want.min(soft.saturating_sub(256) / 2)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_connections_are_cut_and_normal_clients_still_served() {
+    let (addr, _sink, _stop, _dir) = gateway("client_header_timeout = \"1s\"\n").await;
+    let n = fd_budget(2000);
+    eprintln!("slowloris: {n} trickling connections");
+    // Each slow client sends a request line, then one header byte pair every
+    // 200 ms, for at most 4 s; it reports whether the gateway cut it off.
+    let mut slow = Vec::with_capacity(n);
+    for _ in 0..n {
+        slow.push(tokio::spawn(async move {
+            let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+                return false;
+            };
+            if s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n").await.is_err() {
+                return true;
+            }
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
+            let mut buf = [0u8; 256];
+            while tokio::time::Instant::now() < deadline {
+                if s.write_all(b"x-a: b\r\n").await.is_err() {
+                    return true;
+                }
+                match tokio::time::timeout(Duration::from_millis(200), s.read(&mut buf)).await {
+                    Ok(Ok(0)) | Ok(Err(_)) => return true,
+                    Ok(Ok(_)) => {} // the 408; EOF follows
+                    Err(_) => {}
+                }
+            }
+            false
+        }));
+    }
+    // Meanwhile a normal client is served promptly.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for i in 0..20 {
+        let start = tokio::time::Instant::now();
+        let r = tokio::time::timeout(
+            Duration::from_secs(2),
+            common::send_raw(
+                addr,
+                b"GET /ok HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+            ),
+        )
+        .await
+        .expect("a normal request is not starved");
+        assert_eq!(r.status, 200, "request {i}");
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "request {i} took {:?}",
+            start.elapsed()
+        );
+    }
+    let mut cut = 0;
+    for t in slow {
+        if t.await.unwrap() {
+            cut += 1;
+        }
+    }
+    assert_eq!(
+        cut, n,
+        "every slow connection is closed after client_header_timeout"
+    );
+}

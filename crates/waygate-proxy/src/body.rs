@@ -277,13 +277,7 @@ impl Body for UpstreamBody {
             UpstreamBody::Full(d) => SizeHint::with_exact(d.as_ref().map_or(0, |d| d.len() as u64)),
             UpstreamBody::Stream { prefix, body, .. } => {
                 let first: u64 = prefix.iter().map(|b| b.len() as u64).sum();
-                let hint = body.size_hint();
-                let mut out = SizeHint::new();
-                out.set_lower(hint.lower() + first);
-                if let Some(upper) = hint.upper() {
-                    out.set_upper(upper + first);
-                }
-                out
+                hint_plus(body.size_hint(), first)
             }
         }
     }
@@ -404,6 +398,16 @@ impl Drop for Finish {
             self.conn.idle_waker.wake();
         }
     }
+}
+
+/// `hint` plus `n` bytes already taken out of the body.
+fn hint_plus(hint: SizeHint, n: u64) -> SizeHint {
+    let mut out = SizeHint::new();
+    out.set_lower(hint.lower() + n);
+    if let Some(upper) = hint.upper() {
+        out.set_upper(upper + n);
+    }
+    out
 }
 
 /// Milliseconds with microsecond precision, for logs.
@@ -543,13 +547,7 @@ impl Body for ProxyBody {
                     .as_ref()
                     .and_then(Frame::data_ref)
                     .map_or(0, |d| d.len() as u64);
-                let hint = s.body.size_hint();
-                let mut out = SizeHint::new();
-                out.set_lower(hint.lower() + first);
-                if let Some(upper) = hint.upper() {
-                    out.set_upper(upper + first);
-                }
-                out
+                hint_plus(s.body.size_hint(), first)
             }
         }
     }

@@ -12,40 +12,22 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use waygate_test_util::{Behavior, Upstream};
 
 /// A gateway whose listener has limits, in front of a body sink.
-async fn gateway(
-    listener_extra: &str,
-) -> (
-    std::net::SocketAddr,
-    Upstream,
-    tokio::sync::oneshot::Sender<()>,
-    tempfile::TempDir,
-) {
+async fn gateway(listener_extra: &str) -> (common::TestGateway, Upstream) {
     let sink = Upstream::start(Behavior::Sink).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("access.log");
-    let toml = format!(
-        "[[listener]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n{listener_extra}\n[access_log]\ntarget = \"{}\"\n\n[upstream.app]\nservers = [\"{}\"]\n\n[[route]]\nupstream = \"app\"\n",
-        log.display(),
+    let rest = format!(
+        "[upstream.app]\nservers = [\"{}\"]\n\n[[route]]\nupstream = \"app\"\n",
         sink.addr
     );
-    let loaded = waygate_config::parse(&toml, "t.toml", dir.path()).unwrap();
-    let gw = waygate_proxy::Gateway::build(
-        &loaded.config,
-        waygate_telemetry::AccessLog::file(&log).unwrap(),
+    (
+        common::TestGateway::start_with(listener_extra, &rest).await,
+        sink,
     )
-    .unwrap();
-    let bound = gw.bind().await.unwrap();
-    let addr = bound.local_addrs()[0];
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(gw.serve(bound, async move {
-        let _ = stopped.await;
-    }));
-    (addr, sink, stop, dir)
 }
 
 #[tokio::test]
 async fn oversize_request_head_is_431() {
-    let (addr, sink, _stop, _dir) = gateway("max_header_size = 4096\n").await;
+    let (gw, sink) = gateway("max_header_size = 4096\n").await;
+    let addr = gw.addr;
     let big = "x".repeat(8000);
     let r = common::send_raw(
         addr,
@@ -69,7 +51,8 @@ async fn oversize_request_head_is_431() {
 
 #[tokio::test]
 async fn oversize_body_is_413_up_front_and_while_streaming() {
-    let (addr, sink, _stop, _dir) = gateway("max_request_body_size = 100000\n").await;
+    let (gw, sink) = gateway("max_request_body_size = 100000\n").await;
+    let addr = gw.addr;
     // Content-Length over the limit: refused before reading it.
     let r = common::send_raw(
         addr,
@@ -105,7 +88,8 @@ async fn oversize_body_is_413_up_front_and_while_streaming() {
 
 #[tokio::test]
 async fn incomplete_head_gets_408() {
-    let (addr, _sink, _stop, _dir) = gateway("client_header_timeout = \"300ms\"\n").await;
+    let (gw, _sink) = gateway("client_header_timeout = \"300ms\"\n").await;
+    let addr = gw.addr;
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n").await.unwrap();
     let mut got = Vec::new();
@@ -167,8 +151,8 @@ async fn rate_limit_admits_the_burst_then_answers_429_with_headers() {
 
 #[tokio::test]
 async fn connection_limits_refuse_with_503_and_free_up() {
-    let (addr, _sink, _stop, _dir) =
-        gateway("max_connections = 3\nmax_connections_per_ip = 2\n").await;
+    let (gw, _sink) = gateway("max_connections = 3\nmax_connections_per_ip = 2\n").await;
+    let addr = gw.addr;
     let a = tokio::net::TcpStream::connect(addr).await.unwrap();
     let b = tokio::net::TcpStream::connect(addr).await.unwrap();
     // A third connection from the same IP is over max_connections_per_ip.
@@ -200,7 +184,8 @@ async fn connection_limits_refuse_with_503_and_free_up() {
 
 #[tokio::test]
 async fn keep_alive_connection_closes_after_max_requests() {
-    let (addr, _sink, _stop, _dir) = gateway("max_requests_per_connection = 2\n").await;
+    let (gw, _sink) = gateway("max_requests_per_connection = 2\n").await;
+    let addr = gw.addr;
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     s.write_all(b"GET /1 HTTP/1.1\r\nhost: x\r\n\r\nGET /2 HTTP/1.1\r\nhost: x\r\n\r\nGET /3 HTTP/1.1\r\nhost: x\r\n\r\n")
         .await
@@ -235,7 +220,8 @@ fn fd_budget(want: usize) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_connections_are_cut_and_normal_clients_still_served() {
-    let (addr, _sink, _stop, _dir) = gateway("client_header_timeout = \"1s\"\n").await;
+    let (gw, _sink) = gateway("client_header_timeout = \"1s\"\n").await;
+    let addr = gw.addr;
     let n = fd_budget(2000);
     eprintln!("slowloris: {n} trickling connections");
     // Each slow client sends a request line, then one header byte pair every

@@ -172,7 +172,11 @@ async fn head_request_has_no_body() {
 #[tokio::test]
 async fn idle_keep_alive_connections_are_closed() {
     let a = Upstream::start(Behavior::Hello("a".into())).await.unwrap();
-    let toml_gw = ShortTimeouts::start(a.addr).await;
+    let toml_gw = TestGateway::start_with(
+        "keepalive_timeout = \"200ms\"\nclient_header_timeout = \"300ms\"\n",
+        &(upstream("app", &[a.addr], "") + &route("/", "app")),
+    )
+    .await;
     // Idle after one request: closed after keepalive_timeout.
     let mut s = tokio::net::TcpStream::connect(toml_gw.addr).await.unwrap();
     s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
@@ -219,32 +223,6 @@ async fn idle_keep_alive_connections_are_closed() {
         .expect("closed in time")
         .unwrap_or(0);
     assert_eq!(n, 0);
-}
-
-/// A gateway with short client timeouts.
-struct ShortTimeouts {
-    addr: std::net::SocketAddr,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-impl ShortTimeouts {
-    async fn start(server: std::net::SocketAddr) -> Self {
-        let toml = format!(
-            "[[listener]]\nname = \"short\"\nlisten = \"127.0.0.1:0\"\nkeepalive_timeout = \"200ms\"\nclient_header_timeout = \"300ms\"\n\n[access_log]\ntarget = \"off\"\n\n{}{}",
-            upstream("app", &[server], ""),
-            route("/", "app")
-        );
-        let loaded = waygate_config::parse(&toml, "t.toml", std::path::Path::new(".")).unwrap();
-        let gw = waygate_proxy::Gateway::build(&loaded.config, waygate_telemetry::AccessLog::off())
-            .unwrap();
-        let bound = gw.bind().await.unwrap();
-        let addr = bound.local_addrs()[0];
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(gw.serve(bound, async move {
-            let _ = stopped.await;
-        }));
-        Self { addr, _stop: stop }
-    }
 }
 
 #[tokio::test]

@@ -12,6 +12,16 @@ use waygate_test_util::{refused_addr, Behavior, Upstream};
 
 const BIN: &str = env!("CARGO_BIN_EXE_waygate");
 
+/// Runs `waygate why <id> --admin <admin> --token <token>`.
+async fn why(id: &str, admin: &str, token: &str) -> std::process::Output {
+    let args: Vec<String> = ["why", id, "--admin", admin, "--token", token]
+        .map(String::from)
+        .into();
+    tokio::task::spawn_blocking(move || Command::new(BIN).args(&args).output().unwrap())
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn why_explains_gateway_errors_by_request_id() {
     let ok = Upstream::start(Behavior::Hello("ok".into())).await.unwrap();
@@ -59,16 +69,7 @@ async fn why_explains_gateway_errors_by_request_id() {
     );
 
     // The CLI, as an operator would run it.
-    let id = refused.request_id();
-    let admin2 = admin.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(BIN)
-            .args(["why", &id, "--admin", &admin2, "--token", "t0k"])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let out = why(&refused.request_id(), &admin, "t0k").await;
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -86,41 +87,15 @@ async fn why_explains_gateway_errors_by_request_id() {
         "{text}"
     );
 
-    let id = garbage_resp.request_id();
-    let admin2 = admin.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(BIN)
-            .args(["why", &id, "--admin", &admin2, "--token", "t0k"])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let out = why(&garbage_resp.request_id(), &admin, "t0k").await;
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("not valid HTTP"), "{text}");
     assert!(text.contains("Attempts:"), "{text}");
 
     // A request that succeeded has nothing to explain; a wrong token is refused.
-    let id = fine.request_id();
-    let admin2 = admin.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(BIN)
-            .args(["why", &id, "--admin", &admin2, "--token", "t0k"])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let out = why(&fine.request_id(), &admin, "t0k").await;
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no gateway error recorded"));
-    let id = refused.request_id();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(BIN)
-            .args(["why", &id, "--admin", &admin, "--token", "wrong"])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let out = why(&refused.request_id(), &admin, "wrong").await;
     assert_eq!(out.status.code(), Some(2));
 }

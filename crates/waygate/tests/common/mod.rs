@@ -27,10 +27,15 @@ pub struct TestGateway {
 impl TestGateway {
     /// Starts a gateway whose config is `[[listener]]` on 127.0.0.1:0 plus `rest`.
     pub async fn start(rest: &str) -> Self {
+        Self::start_with("", rest).await
+    }
+
+    /// Like `start`, with `listener` lines added to the `[[listener]]` table.
+    pub async fn start_with(listener: &str, rest: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let log_path = dir.path().join("access.log");
         let toml = format!(
-            "[[listener]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n\n[access_log]\ntarget = \"{}\"\n\n{rest}",
+            "[[listener]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n{listener}\n[access_log]\ntarget = \"{}\"\n\n{rest}",
             log_path.display()
         );
         let loaded = waygate_config::parse(&toml, "test.toml", dir.path())

@@ -240,7 +240,9 @@ impl ConnSlot {
         if l.open.fetch_add(1, Ordering::Relaxed) >= l.max_connections {
             l.open.fetch_sub(1, Ordering::Relaxed);
             l.refused[0].fetch_add(1, Ordering::Relaxed);
-            warn!(listener = %l.name, max = l.max_connections, "connection refused: max_connections reached");
+            // Counted in waygate_connections_refused_total; a log line per
+            // refused connection would flood the log during an attack.
+            debug!(listener = %l.name, max = l.max_connections, "connection refused: max_connections reached");
             return None;
         }
         let mut slot = Self {

@@ -271,6 +271,9 @@ pub struct LimitsConfig {
     pub max_connections: Option<u32>,
     pub max_requests: Option<u32>,
     pub max_pending: u32,
+    pub max_in_flight_per_server: Option<u32>,
+    pub max_queue: u32,
+    pub queue_timeout: Duration,
 }
 
 /// A server as configured: a host (IP or DNS name) and a port.

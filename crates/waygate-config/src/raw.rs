@@ -242,4 +242,10 @@ pub struct RawLimits {
     pub max_requests: Option<Spanned<u32>>,
     /// Most requests waiting for a connection when `max_connections` is reached.
     pub max_pending: Option<u32>,
+    /// Most requests in flight on one server; more wait in the queue.
+    pub max_in_flight_per_server: Option<Spanned<u32>>,
+    /// Most requests waiting in the queue (default 1024).
+    pub max_queue: Option<u32>,
+    /// Longest wait in the queue (default 1s).
+    pub queue_timeout: Option<Duration>,
 }

@@ -214,12 +214,16 @@ async fn forward(
     // Attempts.
     let mut tried: Vec<usize> = Vec::new();
     loop {
-        let pick = members.set.pick(key, &tried).ok_or_else(|| {
-            GatewayError::new(
-                Cause::NoServerAvailable,
-                format!("no server of upstream {} is available", upstream.name),
-            )
-        })?;
+        let pick = match members.set.pick(key, &tried) {
+            Some(p) => p,
+            None if members.set.at_capacity() => queue(upstream, &members.set, key, &tried).await?,
+            None => {
+                return Err(GatewayError::new(
+                    Cause::NoServerAvailable,
+                    format!("no server of upstream {} is available", upstream.name),
+                ))
+            }
+        };
         let index = pick.index;
         tried.push(index);
         target.server = Some(index);
@@ -298,6 +302,54 @@ async fn forward(
                         return Err(err);
                     }
                 }
+            }
+        }
+    }
+}
+
+/// Waits in the upstream's bounded queue until a server is below its
+/// in-flight limit; 503 `upstream_limit_reached` when the queue is full or
+/// the wait runs out.
+async fn queue(
+    upstream: &Upstream,
+    set: &ServerSet,
+    key: Option<u64>,
+    tried: &[usize],
+) -> Result<Pick, GatewayError> {
+    use std::sync::atomic::Ordering;
+    let limit = |why: String| {
+        GatewayError::new(
+            Cause::UpstreamLimitReached,
+            format!("upstream {}: {why}", upstream.name),
+        )
+    };
+    let Some(q) = &upstream.queue else {
+        return Err(limit("every server is at max_in_flight_per_server".into()));
+    };
+    if q.waiting.fetch_add(1, Ordering::Relaxed) >= q.max {
+        q.waiting.fetch_sub(1, Ordering::Relaxed);
+        return Err(limit(format!("queue full ({} waiting)", q.max)));
+    }
+    struct Leave<'a>(&'a std::sync::atomic::AtomicU32);
+    impl Drop for Leave<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    let _leave = Leave(&q.waiting);
+    let deadline = tokio::time::Instant::now() + q.timeout;
+    loop {
+        // Register before checking, so a slot freed in between is not missed.
+        let freed = q.notify.notified();
+        tokio::pin!(freed);
+        freed.as_mut().enable();
+        if let Some(p) = set.pick(key, tried) {
+            return Ok(p);
+        }
+        tokio::select! {
+            _ = &mut freed => {}
+            _ = tokio::time::sleep_until(deadline) => {
+                return Err(limit(format!("no server slot within queue_timeout {:?}", q.timeout)));
             }
         }
     }

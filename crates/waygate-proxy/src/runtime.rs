@@ -112,6 +112,9 @@ pub(crate) struct Upstream {
     pub(crate) balance: &'static str,
     /// Open connections to this upstream's servers.
     pub(crate) conn_count: Arc<AtomicI64>,
+    /// Requests waiting for a server below its in-flight limit.
+    pub(crate) queue: Option<Queue>,
+    pub(crate) max_in_flight_per_server: Option<u32>,
     /// Last state shown on public status pages, and since when (Unix s).
     pub(crate) public_state: std::sync::atomic::AtomicU8,
     pub(crate) public_since: std::sync::atomic::AtomicU64,
@@ -217,6 +220,17 @@ impl Gateway {
     }
 }
 
+/// The bounded queue of an upstream whose servers have an in-flight limit
+/// (HAProxy's maxconn-and-queue model).
+#[derive(Debug)]
+pub(crate) struct Queue {
+    /// Woken when a request on one of the servers finishes.
+    pub(crate) notify: Arc<Notify>,
+    pub(crate) waiting: std::sync::atomic::AtomicU32,
+    pub(crate) max: u32,
+    pub(crate) timeout: Duration,
+}
+
 /// One generation of an upstream's servers.
 #[derive(Debug)]
 pub(crate) struct Members {
@@ -246,10 +260,20 @@ impl Upstream {
                 ))
             })
             .collect();
-        let members = Members {
-            set: ServerSet::new(&u.servers, &u.balance, u.slow_start, u.outlier.clone()),
-            pools,
-        };
+        let queue = u.limits.max_in_flight_per_server.map(|_| Queue {
+            notify: Arc::new(Notify::new()),
+            waiting: std::sync::atomic::AtomicU32::new(0),
+            max: u.limits.max_queue,
+            timeout: u.limits.queue_timeout,
+        });
+        let set = ServerSet::new(&u.servers, &u.balance, u.slow_start, u.outlier.clone())
+            .with_max_in_flight(u.limits.max_in_flight_per_server);
+        if let Some(q) = &queue {
+            for s in set.servers() {
+                s.notify_on_release(q.notify.clone());
+            }
+        }
+        let members = Members { set, pools };
         let hash_key = match &u.balance {
             Balance::Hash { key, .. } => Some(key.clone()),
             _ => None,
@@ -277,6 +301,8 @@ impl Upstream {
             health_check: u.health_check.clone(),
             balance: u.balance.name(),
             conn_count,
+            queue,
+            max_in_flight_per_server: u.limits.max_in_flight_per_server,
             public_state: std::sync::atomic::AtomicU8::new(0),
             public_since: std::sync::atomic::AtomicU64::new(0),
         }

@@ -138,7 +138,13 @@ async fn refresh(u: &Upstream, known: &mut HashMap<usize, Vec<SocketAddr>>) {
         .map(|(l, _)| l.as_str())
         .collect();
     tracing::info!(upstream = %u.name, ?added, ?removed, "servers changed after DNS resolution");
-    let set = ServerSet::with_states(states, &u.balance_cfg, u.slow_start, u.outlier.clone());
+    if let Some(q) = &u.queue {
+        for s in &states {
+            s.notify_on_release(q.notify.clone());
+        }
+    }
+    let set = ServerSet::with_states(states, &u.balance_cfg, u.slow_start, u.outlier.clone())
+        .with_max_in_flight(u.max_in_flight_per_server);
     u.members.store(Arc::new(Members { set, pools }));
 }
 

@@ -32,6 +32,8 @@ pub struct ServerSet {
     outlier: OutlierConfig,
     /// `(computed_at_ms << 1) | in_panic`, 0 when unknown.
     panic_cache: AtomicU64,
+    /// A server at this many requests in flight takes no more.
+    max_in_flight: Option<u32>,
 }
 
 #[derive(Debug)]
@@ -141,7 +143,33 @@ impl ServerSet {
             slow_start,
             outlier,
             panic_cache: AtomicU64::new(0),
+            max_in_flight: None,
         }
+    }
+
+    /// Limits each server to `max` requests in flight (HAProxy's `maxconn`).
+    pub fn with_max_in_flight(mut self, max: Option<u32>) -> Self {
+        self.max_in_flight = max;
+        self
+    }
+
+    /// Every server that could take requests is at its in-flight limit: a
+    /// request should wait in the queue rather than fail.
+    pub fn at_capacity(&self) -> bool {
+        let Some(max) = self.max_in_flight else {
+            return false;
+        };
+        let now = now_ms();
+        let mut any = false;
+        for s in &self.servers {
+            if s.is_available(now) {
+                if s.in_flight() < max {
+                    return false;
+                }
+                any = true;
+            }
+        }
+        any
     }
 
     pub fn servers(&self) -> &[Arc<ServerState>] {
@@ -187,12 +215,14 @@ impl ServerSet {
         }
         let now = now_ms();
         let panic = self.in_panic_cached(now);
+        let room = |s: &ServerState| self.max_in_flight.is_none_or(|max| s.in_flight() < max);
         let usable = |s: &ServerState| {
-            if panic {
-                s.admin() == AdminState::Enabled
-            } else {
-                s.is_available(now)
-            }
+            room(s)
+                && if panic {
+                    s.admin() == AdminState::Enabled
+                } else {
+                    s.is_available(now)
+                }
         };
         let fresh = |i: usize| usable(&self.servers[i]) && !tried.contains(&i);
         let (index, reason) = match self.choose(&fresh, key, now) {

@@ -63,6 +63,9 @@ pub struct ServerState {
     up_since_ms: AtomicU64,
     /// Why the server is in its current state, for logs and the status page.
     reason: Mutex<String>,
+    /// Woken when a request on this server finishes (set when the upstream
+    /// queues requests for servers at their in-flight limit).
+    freed: std::sync::OnceLock<Arc<tokio::sync::Notify>>,
 }
 
 /// Counts a request in flight on a server until dropped; reports its
@@ -92,7 +95,13 @@ impl ServerState {
             consecutive_failures: AtomicU32::new(0),
             up_since_ms: AtomicU64::new(0),
             reason: Mutex::new("in rotation since start".into()),
+            freed: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Wakes `notify`'s waiters whenever a request on this server finishes.
+    pub fn notify_on_release(&self, notify: Arc<tokio::sync::Notify>) {
+        let _ = self.freed.set(notify);
     }
 
     pub fn in_flight(&self) -> u32 {
@@ -291,5 +300,8 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.server.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if let Some(n) = self.server.freed.get() {
+            n.notify_waiters();
+        }
     }
 }

@@ -281,3 +281,67 @@ async fn slowloris_connections_are_cut_and_normal_clients_still_served() {
         "every slow connection is closed after client_header_timeout"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_queue_for_a_busy_server_and_overflow_is_503() {
+    let slow = Upstream::start(Behavior::SlowHead(Duration::from_millis(300)))
+        .await
+        .unwrap();
+    let cfg = format!(
+        "[upstream.app]\nservers = [\"{}\"]\n[upstream.app.limits]\nmax_in_flight_per_server = 1\nmax_queue = 1\nqueue_timeout = \"3s\"\n[upstream.app.retry]\nmax_attempts = 1\n\n[[route]]\nupstream = \"app\"\n",
+        slow.addr
+    );
+    let gw = common::TestGateway::start(&cfg).await;
+    let addr = gw.addr;
+    let first = tokio::spawn(async move { common::get(addr, "/1", &[]).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let second = tokio::spawn(async move { common::get(addr, "/2", &[]).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The server is busy and the queue holds one: the third is refused at once.
+    let start = tokio::time::Instant::now();
+    let third = common::get(addr, "/3", &[]).await;
+    assert_eq!(third.status, 503);
+    assert_eq!(
+        third.proxy_error().as_deref(),
+        Some("connection_limit_reached")
+    );
+    assert_eq!(third.header("retry-after"), Some("1"));
+    assert!(
+        start.elapsed() < Duration::from_millis(250),
+        "refused at once, not after waiting"
+    );
+    // The queued one completes when the first frees the slot.
+    assert_eq!(first.await.unwrap().status, 200);
+    assert_eq!(
+        second.await.unwrap().status,
+        200,
+        "the queued request completes"
+    );
+    assert_eq!(slow.seen().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_request_gives_up_after_queue_timeout() {
+    let slow = Upstream::start(Behavior::SlowHead(Duration::from_millis(800)))
+        .await
+        .unwrap();
+    let cfg = format!(
+        "[upstream.app]\nservers = [\"{}\"]\n[upstream.app.limits]\nmax_in_flight_per_server = 1\nqueue_timeout = \"150ms\"\n\n[[route]]\nupstream = \"app\"\n",
+        slow.addr
+    );
+    let gw = common::TestGateway::start(&cfg).await;
+    let addr = gw.addr;
+    let first = tokio::spawn(async move { common::get(addr, "/1", &[]).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let start = tokio::time::Instant::now();
+    let second = common::get(addr, "/2", &[]).await;
+    assert_eq!(second.status, 503);
+    assert!(
+        start.elapsed() >= Duration::from_millis(140),
+        "waited for queue_timeout"
+    );
+    let line = gw.log_line(&second.request_id()).await;
+    assert_eq!(line["cause"], "upstream_limit_reached");
+    assert!(line["detail"].as_str().unwrap().contains("queue_timeout"));
+    assert_eq!(first.await.unwrap().status, 200);
+}

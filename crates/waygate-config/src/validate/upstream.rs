@@ -347,6 +347,14 @@ impl Ctx<'_> {
             max_connections: positive(&l.max_connections, "max_connections"),
             max_requests: positive(&l.max_requests, "max_requests"),
             max_pending: l.max_pending.unwrap_or(DEFAULT_MAX_PENDING),
+            max_in_flight_per_server: positive(
+                &l.max_in_flight_per_server,
+                "max_in_flight_per_server",
+            ),
+            max_queue: l.max_queue.unwrap_or(DEFAULT_MAX_PENDING),
+            queue_timeout: l
+                .queue_timeout
+                .map_or(std::time::Duration::from_secs(1), |d| d.0),
         }
     }
 }

@@ -109,7 +109,7 @@ impl Ctx<'_> {
                 self.error(
                     n.span(),
                     format!("{key} must be at least 1"),
-                    Some("remove it for the default".into()),
+                    Some("remove the key to use its default (for limits: no limit)".into()),
                 );
                 None
             }

@@ -331,26 +331,12 @@ impl Ctx<'_> {
         let Some(l) = raw else {
             return LimitsConfig::default();
         };
-        let mut positive = |v: &Option<Spanned<u32>>, key: &str| match v {
-            Some(n) if *n.get_ref() == 0 => {
-                self.error(
-                    n.span(),
-                    format!("{key} must be at least 1"),
-                    Some("remove it for no limit".into()),
-                );
-                None
-            }
-            Some(n) => Some(*n.get_ref()),
-            None => None,
-        };
         LimitsConfig {
-            max_connections: positive(&l.max_connections, "max_connections"),
-            max_requests: positive(&l.max_requests, "max_requests"),
+            max_connections: self.at_least_one(&l.max_connections, "max_connections"),
+            max_requests: self.at_least_one(&l.max_requests, "max_requests"),
             max_pending: l.max_pending.unwrap_or(DEFAULT_MAX_PENDING),
-            max_in_flight_per_server: positive(
-                &l.max_in_flight_per_server,
-                "max_in_flight_per_server",
-            ),
+            max_in_flight_per_server: self
+                .at_least_one(&l.max_in_flight_per_server, "max_in_flight_per_server"),
             max_queue: l.max_queue.unwrap_or(DEFAULT_MAX_PENDING),
             queue_timeout: l
                 .queue_timeout

@@ -99,6 +99,8 @@ pub struct GatewayConfig {
     pub trusted_proxies: Vec<IpNet>,
     pub drain_timeout: Duration,
     pub expose_upstream_addresses: bool,
+    /// Most open client connections over all listeners together.
+    pub max_connections: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -119,6 +121,8 @@ pub struct ListenerConfig {
 
 /// Default `max_connections` per listener.
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 10_000;
+/// Default for `[gateway] max_connections`, over all listeners.
+pub const DEFAULT_GLOBAL_MAX_CONNECTIONS: u32 = 100_000;
 /// Default `max_requests_per_connection` (nginx's `keepalive_requests`).
 pub const DEFAULT_MAX_REQUESTS_PER_CONNECTION: u32 = 1000;
 
@@ -139,6 +143,18 @@ pub struct RouteConfig {
     pub upstream: usize,
     /// Index into `Config::rate_limits`.
     pub rate_limit: Option<usize>,
+    /// Who goes first in an upstream's queue.
+    pub priority: Priority,
+}
+
+/// A route's class in upstream queues: a waiting request is served only
+/// when no request of a higher class waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Priority {
+    High = 0,
+    #[default]
+    Normal = 1,
+    Low = 2,
 }
 
 /// How a route matches the request's host (compared without port, lowercase).

@@ -83,6 +83,8 @@ pub struct RawGateway {
     pub expose_upstream_addresses: Option<bool>,
     /// The name this gateway gives itself in `Via` and `Proxy-Status`.
     pub name: Option<Spanned<String>>,
+    /// Most open client connections over all listeners together.
+    pub max_connections: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -127,6 +129,8 @@ pub struct RawRoute {
     pub upstream: Spanned<String>,
     /// A `[rate_limit.<name>]` policy applied to matching requests.
     pub rate_limit: Option<Spanned<String>>,
+    /// Queue priority: `high`, `normal` (default) or `low`.
+    pub priority: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

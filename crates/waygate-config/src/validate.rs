@@ -173,8 +173,12 @@ impl Ctx<'_> {
             trusted_proxies: Vec::new(),
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             expose_upstream_addresses: false,
+            max_connections: DEFAULT_GLOBAL_MAX_CONNECTIONS,
         };
         let Some(raw) = raw else { return cfg };
+        if let Some(n) = self.at_least_one(&raw.max_connections, "max_connections") {
+            cfg.max_connections = n;
+        }
         for p in &raw.trusted_proxies {
             let s = p.get_ref();
             let net = s
@@ -242,7 +246,11 @@ impl Ctx<'_> {
             let Some(listen) = self.socket_addr("listen address", &l.listen) else {
                 continue;
             };
-            if let Some(prev) = addrs.insert(listen, i + 1) {
+            // Port 0 asks the OS for a free port: never a clash.
+            let clash = (listen.port() != 0)
+                .then(|| addrs.insert(listen, i + 1))
+                .flatten();
+            if let Some(prev) = clash {
                 self.error(
                     l.listen.span(),
                     format!("listen address `{listen}` is already used by listener {prev}"),
@@ -450,6 +458,19 @@ impl Ctx<'_> {
                     )
                     .map(Some),
             };
+            let priority = match r.priority.as_ref().map(|p| (p, p.get_ref().as_str())) {
+                None | Some((_, "normal")) => Priority::Normal,
+                Some((_, "high")) => Priority::High,
+                Some((_, "low")) => Priority::Low,
+                Some((p, other)) => {
+                    self.error(
+                        p.span(),
+                        format!("priority `{other}` of route {n} is not a priority"),
+                        Some("use \"high\", \"normal\" or \"low\"".into()),
+                    );
+                    Priority::Normal
+                }
+            };
             let name = r
                 .name
                 .as_ref()
@@ -469,6 +490,7 @@ impl Ctx<'_> {
                     listener,
                     upstream,
                     rate_limit,
+                    priority,
                 });
             }
         }

@@ -21,6 +21,7 @@ fn routes(n: usize) -> Vec<RouteConfig> {
             listener: None,
             upstream: 0,
             rate_limit: None,
+            priority: Default::default(),
         })
         .collect()
 }

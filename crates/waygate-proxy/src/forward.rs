@@ -214,9 +214,14 @@ async fn forward(
     // Attempts.
     let mut tried: Vec<usize> = Vec::new();
     loop {
-        let pick = match members.set.pick(key, &tried) {
+        // Queued requests of a higher priority go first.
+        let class = route.priority as usize;
+        let queued = upstream.queue.as_ref().is_some_and(|q| q.ahead(class));
+        let pick = match (!queued).then(|| members.set.pick(key, &tried)).flatten() {
             Some(p) => p,
-            None if members.set.at_capacity() => queue(upstream, &members.set, key, &tried).await?,
+            None if queued || members.set.at_capacity() => {
+                queue(upstream, &members.set, key, &tried, class).await?
+            }
             None => {
                 return Err(GatewayError::new(
                     Cause::NoServerAvailable,
@@ -315,6 +320,7 @@ async fn queue(
     set: &ServerSet,
     key: Option<u64>,
     tried: &[usize],
+    class: usize,
 ) -> Result<Pick, GatewayError> {
     use std::sync::atomic::Ordering;
     let limit = |why: String| {
@@ -326,25 +332,31 @@ async fn queue(
     let Some(q) = &upstream.queue else {
         return Err(limit("every server is at max_in_flight_per_server".into()));
     };
-    if q.waiting.fetch_add(1, Ordering::Relaxed) >= q.max {
-        q.waiting.fetch_sub(1, Ordering::Relaxed);
+    if q.len() >= q.max {
         return Err(limit(format!("queue full ({} waiting)", q.max)));
     }
-    struct Leave<'a>(&'a std::sync::atomic::AtomicU32);
+    q.waiting[class].fetch_add(1, Ordering::Relaxed);
+    struct Leave<'a>(&'a crate::runtime::Queue, usize);
     impl Drop for Leave<'_> {
         fn drop(&mut self) {
-            self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            self.0.waiting[self.1].fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            if self.1 < 2 {
+                // Lower classes may have deferred to this request.
+                self.0.notify.notify_waiters();
+            }
         }
     }
-    let _leave = Leave(&q.waiting);
+    let _leave = Leave(q, class);
     let deadline = tokio::time::Instant::now() + q.timeout;
     loop {
         // Register before checking, so a slot freed in between is not missed.
         let freed = q.notify.notified();
         tokio::pin!(freed);
         freed.as_mut().enable();
-        if let Some(p) = set.pick(key, tried) {
-            return Ok(p);
+        if !q.ahead(class) {
+            if let Some(p) = set.pick(key, tried) {
+                return Ok(p);
+            }
         }
         tokio::select! {
             _ = &mut freed => {}

@@ -38,6 +38,7 @@ pub use status::{CauseGroup, Point, StatusView, UpstreamPoint};
 /// Internals exposed for the criterion benchmarks only; not a stable API.
 #[doc(hidden)]
 pub mod bench_api {
+    pub use crate::ratelimit::RatePolicy;
     pub use crate::router::Router;
 }
 pub use waygate_upstream::AdminState;

@@ -385,9 +385,13 @@ impl Collector for GatewayCollector {
             MetricType::Counter,
         )?;
         for l in &rt.listeners {
-            for (i, reason) in ["max_connections", "max_connections_per_ip"]
-                .iter()
-                .enumerate()
+            for (i, reason) in [
+                "max_connections",
+                "max_connections_per_ip",
+                "gateway_max_connections",
+            ]
+            .iter()
+            .enumerate()
             {
                 let v = l.refused[i].load(Ordering::Relaxed);
                 ConstCounter::new(v)
@@ -404,6 +408,19 @@ impl Collector for GatewayCollector {
         for u in &rt.upstreams {
             ConstGauge::new(u.conn_count.load(Ordering::Relaxed))
                 .encode(e.encode_family(&[("upstream", &*u.name)])?)?;
+        }
+
+        let mut e = enc.encode_descriptor(
+            "waygate_upstream_queued",
+            "Requests waiting in the upstream's queue for a server below max_in_flight_per_server",
+            None,
+            MetricType::Gauge,
+        )?;
+        for u in &rt.upstreams {
+            if let Some(q) = &u.queue {
+                ConstGauge::new(i64::from(q.len()))
+                    .encode(e.encode_family(&[("upstream", &*u.name)])?)?;
+            }
         }
 
         let views = self.0.upstreams();

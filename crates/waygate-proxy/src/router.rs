@@ -23,6 +23,7 @@ pub struct RouteEntry {
     pub(crate) upstream: usize,
     /// Index into the runtime's rate-limit policies.
     pub(crate) rate_limit: Option<usize>,
+    pub(crate) priority: waygate_config::Priority,
 }
 
 // === impl Router ===
@@ -41,6 +42,7 @@ impl Router {
                 prefix: r.path_prefix.clone(),
                 upstream: r.upstream,
                 rate_limit: r.rate_limit,
+                priority: r.priority,
             })
             .enumerate()
             .collect();
@@ -108,6 +110,7 @@ mod tests {
             listener,
             upstream: 0,
             rate_limit: None,
+            priority: Default::default(),
         }
     }
 

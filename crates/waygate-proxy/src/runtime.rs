@@ -56,6 +56,8 @@ pub(crate) struct Runtime {
     pub(crate) ids: RequestIdGenerator,
     pub(crate) drain_timeout: Duration,
     pub(crate) expose_addresses: bool,
+    /// `[gateway] max_connections`, over all listeners.
+    pub(crate) max_connections: u32,
 }
 
 #[derive(Debug)]
@@ -80,8 +82,8 @@ pub(crate) struct ListenerRt {
     /// Open connections per client IP (only when `max_connections_per_ip`
     /// is set); touched once per connection, never per request.
     pub(crate) per_ip: std::sync::Mutex<HashMap<std::net::IpAddr, u32>>,
-    /// Connections refused: [listener limit, per-IP limit].
-    pub(crate) refused: [std::sync::atomic::AtomicU64; 2],
+    /// Connections refused: [listener limit, per-IP limit, gateway limit].
+    pub(crate) refused: [std::sync::atomic::AtomicU64; 3],
 }
 
 #[derive(Debug)]
@@ -202,6 +204,7 @@ impl Gateway {
             ids: RequestIdGenerator::new(),
             drain_timeout: g.drain_timeout,
             expose_addresses: g.expose_upstream_addresses,
+            max_connections: g.max_connections,
         };
         Ok(Self { rt: Arc::new(rt) })
     }
@@ -226,9 +229,30 @@ impl Gateway {
 pub(crate) struct Queue {
     /// Woken when a request on one of the servers finishes.
     pub(crate) notify: Arc<Notify>,
-    pub(crate) waiting: std::sync::atomic::AtomicU32,
+    /// Waiting requests, by route priority (high, normal, low).
+    pub(crate) waiting: [std::sync::atomic::AtomicU32; 3],
     pub(crate) max: u32,
     pub(crate) timeout: Duration,
+}
+
+// === impl Queue ===
+
+impl Queue {
+    /// Requests waiting, over all priorities.
+    pub(crate) fn len(&self) -> u32 {
+        self.waiting
+            .iter()
+            .map(|w| w.load(std::sync::atomic::Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Whether a request of `class` must let others go first: a request
+    /// of a higher class is waiting.
+    pub(crate) fn ahead(&self, class: usize) -> bool {
+        self.waiting[..class]
+            .iter()
+            .any(|w| w.load(std::sync::atomic::Ordering::Relaxed) > 0)
+    }
 }
 
 /// One generation of an upstream's servers.
@@ -262,7 +286,7 @@ impl Upstream {
             .collect();
         let queue = u.limits.max_in_flight_per_server.map(|_| Queue {
             notify: Arc::new(Notify::new()),
-            waiting: std::sync::atomic::AtomicU32::new(0),
+            waiting: Default::default(),
             max: u.limits.max_queue,
             timeout: u.limits.queue_timeout,
         });

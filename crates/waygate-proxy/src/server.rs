@@ -206,18 +206,11 @@ async fn accept_loop(
             .max_headers(l.max_headers)
             .serve_connection(TokioIo::new(io), svc);
         let conn = graceful.watcher().watch(conn);
-        let rt2 = rt.clone();
-        rt2.metrics
-            .client_connections
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tokio::spawn(async move {
             let _slot = slot;
             if let Err(e) = conn.await {
                 debug!(%peer, error = %e, "client connection ended with an error");
             }
-            rt2.metrics
-                .client_connections
-                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         });
     }
     debug!(listener = %name, "stopped accepting");
@@ -226,7 +219,8 @@ async fn accept_loop(
 /// Sent to a connection refused by a connection limit.
 const REFUSED_503: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\nretry-after: 1\r\nproxy-status: waygate; error=connection_limit_reached; details=\"too many client connections\"\r\n\r\n";
 
-/// A client connection counted against its listener's limits until dropped.
+/// A client connection counted against the gateway's and its listener's
+/// limits until dropped.
 struct ConnSlot {
     rt: Arc<Runtime>,
     listener: usize,
@@ -237,8 +231,16 @@ impl ConnSlot {
     fn acquire(rt: &Arc<Runtime>, listener: usize, ip: std::net::IpAddr) -> Option<Self> {
         use std::sync::atomic::Ordering;
         let l = &rt.listeners[listener];
+        let all = &rt.metrics.client_connections;
+        if all.fetch_add(1, Ordering::Relaxed) >= i64::from(rt.max_connections) {
+            all.fetch_sub(1, Ordering::Relaxed);
+            l.refused[2].fetch_add(1, Ordering::Relaxed);
+            debug!(listener = %l.name, max = rt.max_connections, "connection refused: [gateway] max_connections reached");
+            return None;
+        }
         if l.open.fetch_add(1, Ordering::Relaxed) >= l.max_connections {
             l.open.fetch_sub(1, Ordering::Relaxed);
+            all.fetch_sub(1, Ordering::Relaxed);
             l.refused[0].fetch_add(1, Ordering::Relaxed);
             // Counted in waygate_connections_refused_total; a log line per
             // refused connection would flood the log during an attack.
@@ -271,6 +273,10 @@ impl Drop for ConnSlot {
     fn drop(&mut self) {
         let l = &self.rt.listeners[self.listener];
         l.open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.rt
+            .metrics
+            .client_connections
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(ip) = self.ip {
             let mut map = l.per_ip.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(n) = map.get_mut(&ip) {

@@ -156,30 +156,50 @@ async fn connection_limits_refuse_with_503_and_free_up() {
     let a = tokio::net::TcpStream::connect(addr).await.unwrap();
     let b = tokio::net::TcpStream::connect(addr).await.unwrap();
     // A third connection from the same IP is over max_connections_per_ip.
-    let r = common::send_raw(
-        addr,
-        b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
-    )
-    .await;
+    refused_until_closed(addr, vec![a, b]).await;
+}
+
+/// With `held` open, a new connection to `addr` gets the bare 503; once they
+/// close, new connections are served again.
+async fn refused_until_closed(addr: std::net::SocketAddr, held: Vec<tokio::net::TcpStream>) {
+    let get = b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
+    // The held connections may not be accepted yet: ask until refused.
+    let mut r = common::send_raw(addr, get).await;
+    for _ in 0..50 {
+        if r.status == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        r = common::send_raw(addr, get).await;
+    }
     assert_eq!(r.status, 503);
     assert_eq!(r.proxy_error().as_deref(), Some("connection_limit_reached"));
-    drop(a);
-    drop(b);
-    // Once they close, new connections are served again.
+    drop(held);
     let mut ok = false;
     for _ in 0..100 {
-        let r = common::send_raw(
-            addr,
-            b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
-        )
-        .await;
-        if r.status == 200 {
+        if common::send_raw(addr, get).await.status == 200 {
             ok = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(ok, "slots are given back when connections close");
+}
+
+#[tokio::test]
+async fn gateway_wide_connection_limit_covers_every_listener() {
+    let sink = Upstream::start(Behavior::Sink).await.unwrap();
+    // Two listeners, each allowing plenty; the gateway allows 2 in total.
+    let rest = format!(
+        "[gateway]\nmax_connections = 2\n\n[[listener]]\nname = \"second\"\nlisten = \"127.0.0.1:0\"\n\n\
+         [upstream.app]\nservers = [\"{}\"]\n\n[[route]]\nupstream = \"app\"\n",
+        sink.addr
+    );
+    let gw = common::TestGateway::start_with("", &rest).await;
+    // One connection on each listener fills the gateway.
+    let a = tokio::net::TcpStream::connect(gw.addrs[0]).await.unwrap();
+    let b = tokio::net::TcpStream::connect(gw.addrs[1]).await.unwrap();
+    refused_until_closed(gw.addrs[0], vec![a, b]).await;
 }
 
 #[tokio::test]
@@ -344,4 +364,53 @@ async fn a_queued_request_gives_up_after_queue_timeout() {
     assert_eq!(line["cause"], "upstream_limit_reached");
     assert!(line["detail"].as_str().unwrap().contains("queue_timeout"));
     assert_eq!(first.await.unwrap().status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn high_priority_routes_leave_the_queue_first() {
+    let slow = Upstream::start(Behavior::SlowHead(Duration::from_millis(400)))
+        .await
+        .unwrap();
+    let cfg = format!(
+        "[upstream.app]\nservers = [\"{}\"]\n[upstream.app.limits]\nmax_in_flight_per_server = 1\nmax_queue = 10\nqueue_timeout = \"5s\"\n\n\
+         [[route]]\npath_prefix = \"/high\"\nupstream = \"app\"\npriority = \"high\"\n\n\
+         [[route]]\npath_prefix = \"/low\"\nupstream = \"app\"\npriority = \"low\"\n\n\
+         [[route]]\nupstream = \"app\"\n",
+        slow.addr
+    );
+    let cfg = format!("[admin]\nlisten = \"127.0.0.1:0\"\n\n{cfg}");
+    let gw = common::TestGateway::start(&cfg).await;
+    let addr = gw.addr;
+    let admin = gw.admin.unwrap();
+    let mut tasks = Vec::new();
+    // One request holds the server; then low, normal and high ones queue,
+    // the high one last. Each is sent once the one before is queued.
+    for (n, path) in ["/busy", "/low/1", "/normal", "/low/2", "/high"]
+        .into_iter()
+        .enumerate()
+    {
+        tasks.push(tokio::spawn(
+            async move { common::get(addr, path, &[]).await },
+        ));
+        let want = format!("waygate_upstream_queued{{upstream=\"app\"}} {n}");
+        let mut queued = false;
+        for _ in 0..200 {
+            let m = common::get(admin, "/metrics", &[]).await;
+            let seen = !slow.seen().is_empty();
+            if seen && String::from_utf8_lossy(&m.body).contains(&want) {
+                queued = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert!(queued, "{path} queued behind {n} others");
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap().status, 200);
+    }
+    let order: Vec<String> = slow.seen().iter().map(|r| r.target.clone()).collect();
+    assert_eq!(order[0], "/busy");
+    assert_eq!(order[1], "/high", "high goes first: {order:?}");
+    assert_eq!(order[2], "/normal", "then normal: {order:?}");
+    assert_eq!(order.len(), 5);
 }

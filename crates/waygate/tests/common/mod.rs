@@ -17,6 +17,8 @@ use waygate_telemetry::AccessLog;
 /// A gateway running in this process. Stops when dropped.
 pub struct TestGateway {
     pub addr: SocketAddr,
+    /// Every listener's address, in config order (`addr` is the first).
+    pub addrs: Vec<SocketAddr>,
     /// The admin listener, when the config has `[admin]`.
     pub admin: Option<SocketAddr>,
     pub log_path: PathBuf,
@@ -43,7 +45,8 @@ impl TestGateway {
         let log = AccessLog::file(&log_path).expect("open access log");
         let gateway = Gateway::build(&loaded.config, log).expect("build");
         let bound = gateway.bind().await.expect("bind");
-        let addr = bound.local_addrs()[0];
+        let addrs = bound.local_addrs();
+        let addr = addrs[0];
         let (stop, stopped) = oneshot::channel::<()>();
         let mut admin = None;
         if let Some(a) = &loaded.config.admin {
@@ -63,6 +66,7 @@ impl TestGateway {
         }));
         Self {
             addr,
+            addrs,
             admin,
             log_path,
             _dir: dir,

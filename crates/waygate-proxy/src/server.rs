@@ -204,6 +204,9 @@ async fn accept_loop(
             // Over these hyper answers 431 itself.
             .max_header_size(l.max_header_size)
             .max_headers(l.max_headers)
+            // Bounds what is queued for a slow reader (hyper's default is
+            // ~400 KiB per connection); the kernel's send buffer holds more.
+            .max_buf_size(CLIENT_BUF_MAX.max(l.max_header_size))
             .serve_connection(TokioIo::new(io), svc);
         let conn = graceful.watcher().watch(conn);
         tokio::spawn(async move {
@@ -215,6 +218,9 @@ async fn accept_loop(
     }
     debug!(listener = %name, "stopped accepting");
 }
+
+/// Most response bytes queued in user space for one client connection.
+const CLIENT_BUF_MAX: usize = 64 * 1024;
 
 /// Sent to a connection refused by a connection limit.
 const REFUSED_503: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\nretry-after: 1\r\nproxy-status: waygate; error=connection_limit_reached; details=\"too many client connections\"\r\n\r\n";

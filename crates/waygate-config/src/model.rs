@@ -33,7 +33,7 @@ pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default gateway name, used in `Via` and `Proxy-Status`.
 pub const DEFAULT_NAME: &str = "waygate";
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub admin: Option<AdminConfig>,
     pub access_log: AccessLogTarget,
@@ -48,7 +48,7 @@ pub struct Config {
 }
 
 /// A named rate-limit policy (GCRA).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RateLimitConfig {
     pub name: String,
     pub key: Vec<RateKey>,
@@ -66,7 +66,7 @@ pub enum RateKey {
     Header(String),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
     pub token: Option<String>,
@@ -93,7 +93,7 @@ pub enum AccessLogTarget {
     File(PathBuf),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct GatewayConfig {
     pub name: String,
     pub trusted_proxies: Vec<IpNet>,
@@ -103,7 +103,7 @@ pub struct GatewayConfig {
     pub max_connections: u32,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ListenerConfig {
     pub name: String,
     pub listen: SocketAddr,
@@ -131,7 +131,7 @@ pub const DEFAULT_MAX_HEADER_SIZE: usize = 32 * 1024;
 /// Default `max_headers` (hyper's and HAProxy's order of magnitude).
 pub const DEFAULT_MAX_HEADERS: usize = 100;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RouteConfig {
     pub name: String,
     pub host: HostMatch,
@@ -192,7 +192,7 @@ pub const DEFAULT_MAX_REPLAY_BODY: usize = 64 * 1024;
 /// Default `max_pending` when `max_connections` is set.
 pub const DEFAULT_MAX_PENDING: u32 = 1024;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamConfig {
     pub name: String,
     pub servers: Vec<ServerConfig>,
@@ -241,7 +241,7 @@ pub enum HashKey {
     Cookie(String),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HealthCheckConfig {
     pub kind: HealthCheckKind,
     pub interval: Duration,
@@ -259,7 +259,7 @@ pub enum HealthCheckKind {
     Tcp,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct OutlierConfig {
     /// 0 disables passive ejection.
     pub consecutive_failures: u32,
@@ -270,7 +270,7 @@ pub struct OutlierConfig {
     pub panic_threshold: u32,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RetryConfig {
     pub max_attempts: u32,
     pub per_try_timeout: Option<Duration>,
@@ -282,7 +282,7 @@ pub struct RetryConfig {
     pub max_replay_body: usize,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct LimitsConfig {
     pub max_connections: Option<u32>,
     pub max_requests: Option<u32>,
@@ -299,7 +299,7 @@ pub struct ServerAddr {
     pub port: u16,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ErrorPage {
     pub path: PathBuf,
     pub template: String,

@@ -51,7 +51,7 @@ impl Gateway {
     /// The upstreams and their servers' live state.
     pub fn upstreams(&self) -> Vec<UpstreamView> {
         let now = waygate_upstream::now_ms();
-        self.rt
+        self.rt()
             .upstreams
             .iter()
             .map(|u| (u, u.members.load_full()))
@@ -87,12 +87,12 @@ impl Gateway {
 
     /// The recorded gateway error of `request_id`, if still in the ring.
     pub fn error(&self, request_id: &str) -> Option<AccessRecord> {
-        self.rt.errors.find(request_id)
+        self.rt().errors.find(request_id)
     }
 
     /// The most recent gateway errors, newest first.
     pub fn recent_errors(&self, n: usize) -> Vec<AccessRecord> {
-        self.rt.errors.recent(n)
+        self.rt().errors.recent(n)
     }
 
     /// Enables, drains or disables one server of an upstream. Draining and
@@ -103,8 +103,8 @@ impl Gateway {
         server: &str,
         state: AdminState,
     ) -> Result<(), ControlError> {
-        let u = self
-            .rt
+        let rt = self.rt();
+        let u = rt
             .upstreams
             .iter()
             .find(|u| &*u.name == upstream)

@@ -49,6 +49,7 @@ struct Target {
 /// The access-log record as far as the request head tells.
 pub(crate) fn initial_record(
     rt: &Runtime,
+    listener: usize,
     conn: &ConnInfo,
     req: &Request<Incoming>,
     id: &RequestId,
@@ -56,7 +57,7 @@ pub(crate) fn initial_record(
     AccessRecord::new(
         SystemTime::now(),
         id.shared(),
-        rt.listeners[conn.listener].name.clone(),
+        rt.listeners[listener].name.clone(),
         conn.peer,
         req.method().clone(),
         req.headers().get(header::HOST).cloned(),
@@ -74,7 +75,7 @@ pub(crate) async fn handle(
     mut finish: Box<Finish>,
 ) -> Response<ProxyBody> {
     let accept = req.headers().get(header::ACCEPT).cloned();
-    let listener = &rt.listeners[conn.listener];
+    let listener = &rt.listeners[finish.listener];
     if let Some(page) = &listener.status_page {
         if req.uri().path() == &**page
             && (req.method() == Method::GET || req.method() == Method::HEAD)
@@ -105,7 +106,7 @@ pub(crate) async fn handle(
                 detail: &public,
                 request_id: id.as_str(),
                 accept: accept.as_ref(),
-                status_page: rt.listeners[conn.listener].status_page.as_deref(),
+                status_page: rt.listeners[finish.listener].status_page.as_deref(),
                 retry_after: err.retry_after,
                 headers: &err.headers,
                 next_hop: finish
@@ -153,7 +154,7 @@ async fn forward(
     target: &mut Target,
 ) -> Result<Ready, GatewayError> {
     // Route.
-    let listener = &rt.listeners[conn.listener];
+    let listener = &rt.listeners[finish.listener];
     let host_header = req
         .headers()
         .get(header::HOST)

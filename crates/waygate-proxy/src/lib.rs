@@ -23,6 +23,7 @@ mod negotiate;
 mod pool;
 mod public_status;
 mod ratelimit;
+mod reload;
 mod respond;
 mod router;
 mod runtime;
@@ -31,6 +32,7 @@ mod status;
 mod supervise;
 
 pub use control::{admin_name, ControlError, ServerView, UpstreamView};
+pub use reload::{Changes, LastReload, ReloadError, ReloadReport, ReloadStats};
 pub use runtime::{BuildError, Gateway};
 pub use server::Bound;
 pub use status::{CauseGroup, Point, StatusView, UpstreamPoint};

@@ -25,22 +25,29 @@ const BUCKETS: [f64; 12] = [
 const SIDES: [Side; 3] = [Side::Downstream, Side::Gateway, Side::Upstream];
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
+/// One generation's view of the counters. The counters themselves are
+/// shared with the previous generation wherever the label set is the same,
+/// so a reload loses no count, not even of requests finishing on the old
+/// generation.
 #[derive(Debug)]
 pub(crate) struct Metrics {
     /// One slot per (listener, route or no route).
-    slots: Vec<Slot>,
+    slots: Vec<Arc<Slot>>,
+    /// The upstream index (in this generation) of each slot.
+    slot_upstream: Vec<Option<usize>>,
     routes_per_listener: usize,
     /// Request duration per listener.
-    durations: Vec<Histogram>,
+    durations: Vec<Arc<Histogram>>,
     /// Time to the upstream's response head, per upstream.
-    first_byte: Vec<Histogram>,
-    upstreams: Vec<UpstreamCounters>,
-    pub(crate) client_connections: AtomicI64,
+    first_byte: Vec<Arc<Histogram>>,
+    upstreams: Vec<Arc<UpstreamCounters>>,
+    listener_names: Vec<Arc<str>>,
+    upstream_names: Vec<Arc<str>>,
+    pub(crate) client_connections: Arc<AtomicI64>,
 }
 
 #[derive(Debug)]
 struct Slot {
-    upstream_index: Option<usize>,
     listener: Arc<str>,
     route: Option<Arc<str>>,
     upstream: Option<Arc<str>>,
@@ -82,29 +89,64 @@ pub(crate) struct Sample {
 
 impl Metrics {
     /// `routes[i]` is (name, upstream name, upstream index) of route `i`.
+    /// Counters of `prev` with the same labels are shared, not copied.
     pub(crate) fn new(
         listeners: &[Arc<str>],
         routes: &[(Arc<str>, Arc<str>, usize)],
-        upstreams: usize,
+        upstreams: &[Arc<str>],
+        prev: Option<&Metrics>,
     ) -> Self {
         let mut slots = Vec::new();
+        let mut slot_upstream = Vec::new();
+        let slot = |l: &Arc<str>, route: Option<&Arc<str>>, upstream: Option<&Arc<str>>| {
+            let kept = prev.and_then(|p| {
+                p.slots
+                    .iter()
+                    .find(|s| {
+                        s.listener == *l
+                            && s.route.as_ref() == route
+                            && s.upstream.as_ref() == upstream
+                    })
+                    .cloned()
+            });
+            kept.unwrap_or_else(|| {
+                Arc::new(Slot::new(l.clone(), route.cloned(), upstream.cloned()))
+            })
+        };
         for l in listeners {
             for (name, upstream, ui) in routes {
-                let mut slot = Slot::new(l.clone(), Some(name.clone()), Some(upstream.clone()));
-                slot.upstream_index = Some(*ui);
-                slots.push(slot);
+                slots.push(slot(l, Some(name), Some(upstream)));
+                slot_upstream.push(Some(*ui));
             }
-            slots.push(Slot::new(l.clone(), None, None));
+            slots.push(slot(l, None, None));
+            slot_upstream.push(None);
         }
+        /// The cell of each name: the previous generation's for a name it had.
+        fn keep<T: Default>(
+            names: &[Arc<str>],
+            old_names: &[Arc<str>],
+            old: &[Arc<T>],
+        ) -> Vec<Arc<T>> {
+            names
+                .iter()
+                .map(|n| {
+                    let i = old_names.iter().position(|x| x == n);
+                    i.and_then(|i| old.get(i).cloned()).unwrap_or_default()
+                })
+                .collect()
+        }
+        let (old_l, old_u): (&[Arc<str>], &[Arc<str>]) =
+            prev.map_or((&[], &[]), |p| (&p.listener_names, &p.upstream_names));
         Self {
             slots,
+            slot_upstream,
             routes_per_listener: routes.len() + 1,
-            durations: listeners.iter().map(|_| Histogram::default()).collect(),
-            first_byte: (0..upstreams).map(|_| Histogram::default()).collect(),
-            upstreams: (0..upstreams)
-                .map(|_| UpstreamCounters::default())
-                .collect(),
-            client_connections: AtomicI64::new(0),
+            durations: keep(listeners, old_l, prev.map_or(&[], |p| &p.durations)),
+            first_byte: keep(upstreams, old_u, prev.map_or(&[], |p| &p.first_byte)),
+            upstreams: keep(upstreams, old_u, prev.map_or(&[], |p| &p.upstreams)),
+            listener_names: listeners.to_vec(),
+            upstream_names: upstreams.to_vec(),
+            client_connections: prev.map_or_else(Arc::default, |p| p.client_connections.clone()),
         }
     }
 
@@ -158,7 +200,8 @@ pub(crate) struct UpstreamTotals {
 impl Metrics {
     pub(crate) fn upstream_totals(&self, u: usize) -> UpstreamTotals {
         let mut t = UpstreamTotals::default();
-        for s in self.slots.iter().filter(|s| s.upstream_index == Some(u)) {
+        let mine = self.slot_upstream.iter().map(|x| *x == Some(u));
+        for (s, _) in self.slots.iter().zip(mine).filter(|(_, m)| *m) {
             for side in &s.by_side_class {
                 t.requests += side.iter().map(|c| c.load(Ordering::Relaxed)).sum::<u64>();
                 t.errors += side[4].load(Ordering::Relaxed);
@@ -197,7 +240,6 @@ pub(crate) fn quantile_ms(counts: &[u64], q: f64) -> Option<f64> {
 impl Slot {
     fn new(listener: Arc<str>, route: Option<Arc<str>>, upstream: Option<Arc<str>>) -> Self {
         Self {
-            upstream_index: None,
             listener,
             route,
             upstream,
@@ -254,7 +296,7 @@ struct GatewayCollector(Gateway);
 
 impl Collector for GatewayCollector {
     fn encode(&self, mut enc: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let rt = &self.0.rt;
+        let rt = &self.0.rt();
         let m = &rt.metrics;
 
         let mut e = enc.encode_descriptor(
@@ -393,7 +435,7 @@ impl Collector for GatewayCollector {
             .iter()
             .enumerate()
             {
-                let v = l.refused[i].load(Ordering::Relaxed);
+                let v = l.counters.refused[i].load(Ordering::Relaxed);
                 ConstCounter::new(v)
                     .encode(e.encode_family(&[("listener", &*l.name), ("reason", reason)])?)?;
             }

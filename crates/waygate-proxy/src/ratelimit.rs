@@ -89,6 +89,19 @@ impl<C: Clock + Clone> RatePolicy<C> {
     }
 }
 
+/// Evicts idle keys of every policy of the current generation every
+/// [`EVICT_EVERY`], until aborted.
+pub(crate) async fn run_evictor(shared: Arc<crate::runtime::Shared>) {
+    let mut tick = tokio::time::interval(EVICT_EVERY);
+    loop {
+        tick.tick().await;
+        for p in &shared.current.load().rate_limits {
+            p.evict();
+            tracing::debug!(policy = %p.name, keys = p.keys(), "rate-limit keys after eviction");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

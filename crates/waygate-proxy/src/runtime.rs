@@ -18,17 +18,26 @@ use waygate_config::{
 use waygate_core::RequestIdGenerator;
 use waygate_resilience::{Limits, RetryBudget};
 use waygate_telemetry::{AccessLog, ErrorRing, DEFAULT_ERROR_RING};
-use waygate_upstream::ServerSet;
+use waygate_upstream::{ServerSet, ServerState};
 
 use crate::metrics::Metrics;
 use crate::pool::Server;
 use crate::respond::Responder;
 use crate::router::Router;
 
-/// A gateway ready to bind and serve.
+/// A gateway ready to bind and serve, and to reload while serving.
 #[derive(Debug, Clone)]
 pub struct Gateway {
-    pub(crate) rt: Arc<Runtime>,
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// What every connection and request of a gateway shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// The current generation of runtime state. A request loads it once
+    /// and finishes on it, whatever reloads happen meanwhile.
+    pub(crate) current: ArcSwap<Runtime>,
+    pub(crate) reload: crate::reload::ReloadState,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -37,10 +46,16 @@ pub enum BuildError {
     InvalidName(String),
 }
 
+/// One generation of runtime state, built from one config. Whatever did not
+/// change is carried over from the previous generation (see [`Runtime::new`]).
 #[derive(Debug)]
 pub(crate) struct Runtime {
+    /// The config this generation was built from.
+    pub(crate) config: Arc<Config>,
+    /// 1 for the config loaded at start, +1 per successful reload.
+    pub(crate) generation: u64,
     pub(crate) listeners: Vec<ListenerRt>,
-    pub(crate) upstreams: Vec<Upstream>,
+    pub(crate) upstreams: Vec<Arc<Upstream>>,
     pub(crate) trusted: Vec<IpNet>,
     /// `1.1 <name>` for `Via`.
     pub(crate) via: HeaderValue,
@@ -49,11 +64,11 @@ pub(crate) struct Runtime {
     /// The last gateway errors, for `/errors/<id>` and `waygate why`.
     pub(crate) errors: Arc<ErrorRing>,
     pub(crate) metrics: Metrics,
-    pub(crate) rate_limits: Vec<crate::ratelimit::RatePolicy>,
-    pub(crate) history: crate::status::History,
+    pub(crate) rate_limits: Vec<Arc<crate::ratelimit::RatePolicy>>,
+    pub(crate) history: Arc<crate::status::History>,
     /// How often the status history is sampled.
     pub(crate) sample_every: Duration,
-    pub(crate) ids: RequestIdGenerator,
+    pub(crate) ids: Arc<RequestIdGenerator>,
     pub(crate) drain_timeout: Duration,
     pub(crate) expose_addresses: bool,
     /// `[gateway] max_connections`, over all listeners.
@@ -77,6 +92,13 @@ pub(crate) struct ListenerRt {
     pub(crate) max_connections: u32,
     pub(crate) max_connections_per_ip: Option<u32>,
     pub(crate) max_requests_per_connection: u32,
+    /// Kept across reloads while the listener keeps its name.
+    pub(crate) counters: Arc<ListenerCounters>,
+}
+
+/// A listener's connection counts, which outlive config generations.
+#[derive(Debug, Default)]
+pub(crate) struct ListenerCounters {
     /// Open client connections on this listener.
     pub(crate) open: std::sync::atomic::AtomicU32,
     /// Open connections per client IP (only when `max_connections_per_ip`
@@ -126,38 +148,110 @@ pub(crate) struct Upstream {
 
 impl Gateway {
     pub fn build(config: &Config, access_log: AccessLog) -> Result<Self, BuildError> {
+        let rt = Runtime::new(config, Base::Fresh(access_log))?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                current: ArcSwap::from_pointee(rt),
+                reload: crate::reload::ReloadState::default(),
+            }),
+        })
+    }
+
+    /// The current generation.
+    pub(crate) fn rt(&self) -> Arc<Runtime> {
+        self.shared.current.load_full()
+    }
+
+    pub fn drain_timeout(&self) -> Duration {
+        self.shared.current.load().drain_timeout
+    }
+
+    /// Samples the status history this often instead of every 10 s (for
+    /// tests and demos). Call before serving.
+    pub fn with_sample_interval(self, every: Duration) -> Self {
+        let rt = self.rt();
+        if let Ok(next) = Runtime::new(&rt.config, Base::Previous(&rt)) {
+            let next = Runtime {
+                sample_every: every,
+                generation: rt.generation,
+                ..next
+            };
+            self.shared.current.store(Arc::new(next));
+        }
+        self
+    }
+}
+
+/// What a new generation starts from.
+pub(crate) enum Base<'a> {
+    /// Nothing: the config loaded at start.
+    Fresh(AccessLog),
+    /// A running generation whose unchanged parts are carried over.
+    Previous(&'a Runtime),
+}
+
+// === impl Runtime ===
+
+impl Runtime {
+    /// Builds a generation from `config`. From a previous generation it
+    /// keeps: listeners' connection counts (by name), upstreams whose
+    /// config did not change (as they are: servers, health, pools,
+    /// counters), the servers of changed upstreams that kept their address
+    /// and weight (health, ejections, latency, admin state, and their pools
+    /// when the pool settings did not change), rate-limit state of
+    /// unchanged policies, metrics by label set, the error ring, the
+    /// status history and the request-id sequence.
+    pub(crate) fn new(config: &Config, base: Base<'_>) -> Result<Self, BuildError> {
         let g = &config.gateway;
         let via = HeaderValue::from_str(&format!("1.1 {}", g.name))
             .map_err(|_| BuildError::InvalidName(g.name.clone()))?;
+        let prev = match &base {
+            Base::Fresh(_) => None,
+            Base::Previous(p) => Some(*p),
+        };
         let listeners = config
             .listeners
             .iter()
             .enumerate()
-            .map(|(i, l)| ListenerRt {
-                name: l.name.as_str().into(),
-                listen: l.listen,
-                router: Router::new(&config.routes, i),
-                client_header_timeout: l.client_header_timeout,
-                keepalive_timeout: l.keepalive_timeout,
-                status_page: l.status_page.as_deref().map(Arc::from),
-                max_header_size: l.max_header_size,
-                max_headers: l.max_headers,
-                max_request_body_size: l.max_request_body_size,
-                max_connections: l.max_connections,
-                max_connections_per_ip: l.max_connections_per_ip,
-                max_requests_per_connection: l.max_requests_per_connection,
-                open: std::sync::atomic::AtomicU32::new(0),
-                per_ip: std::sync::Mutex::new(HashMap::new()),
-                refused: Default::default(),
-                services: config
-                    .routes
-                    .iter()
-                    .filter(|r| r.listener.is_none_or(|li| li == i))
-                    .map(|r| (Arc::from(r.name.as_str()), r.upstream))
-                    .collect(),
+            .map(|(i, l)| {
+                let old = prev.and_then(|p| p.listeners.iter().find(|o| *o.name == *l.name));
+                ListenerRt {
+                    name: old.map_or_else(|| l.name.as_str().into(), |o| o.name.clone()),
+                    listen: l.listen,
+                    router: Router::new(&config.routes, i),
+                    client_header_timeout: l.client_header_timeout,
+                    keepalive_timeout: l.keepalive_timeout,
+                    status_page: l.status_page.as_deref().map(Arc::from),
+                    max_header_size: l.max_header_size,
+                    max_headers: l.max_headers,
+                    max_request_body_size: l.max_request_body_size,
+                    max_connections: l.max_connections,
+                    max_connections_per_ip: l.max_connections_per_ip,
+                    max_requests_per_connection: l.max_requests_per_connection,
+                    counters: old.map_or_else(Arc::default, |o| o.counters.clone()),
+                    services: config
+                        .routes
+                        .iter()
+                        .filter(|r| r.listener.is_none_or(|li| li == i))
+                        .map(|r| (Arc::from(r.name.as_str()), r.upstream))
+                        .collect(),
+                }
             })
             .collect();
-        let upstreams = config.upstreams.iter().map(Upstream::new).collect();
+        let upstreams = config
+            .upstreams
+            .iter()
+            .map(|u| {
+                let old = prev.and_then(|p| {
+                    let i = p.config.upstreams.iter().position(|o| o.name == u.name)?;
+                    Some((&p.config.upstreams[i], &p.upstreams[i]))
+                });
+                match old {
+                    Some((cfg, up)) if cfg == u => up.clone(),
+                    _ => Arc::new(Upstream::new(u, old)),
+                }
+            })
+            .collect();
         let pages: HashMap<u16, String> = config
             .error_pages
             .iter()
@@ -179,47 +273,79 @@ impl Gateway {
                 )
             })
             .collect();
-        let metrics = Metrics::new(&listener_names, &route_names, config.upstreams.len());
-        let rt = Runtime {
+        let upstream_names: Vec<Arc<str>> = config
+            .upstreams
+            .iter()
+            .map(|u| u.name.as_str().into())
+            .collect();
+        let metrics = Metrics::new(
+            &listener_names,
+            &route_names,
+            &upstream_names,
+            prev.map(|p| &p.metrics),
+        );
+        let rate_limits = config
+            .rate_limits
+            .iter()
+            .map(|r| {
+                let old = prev.and_then(|p| {
+                    let i = p.config.rate_limits.iter().position(|o| o == r)?;
+                    p.rate_limits.get(i).cloned()
+                });
+                old.unwrap_or_else(|| Arc::new(crate::ratelimit::RatePolicy::new(r)))
+            })
+            .collect();
+        let ring = config
+            .admin
+            .as_ref()
+            .map_or(DEFAULT_ERROR_RING, |a| a.error_ring);
+        let (access_log, errors, history, ids, sample_every, generation) = match base {
+            Base::Fresh(log) => (
+                log,
+                Arc::new(ErrorRing::new(ring)),
+                Arc::default(),
+                Arc::new(RequestIdGenerator::new()),
+                crate::status::SAMPLE_EVERY,
+                1,
+            ),
+            Base::Previous(p) => (
+                p.access_log.clone(),
+                p.errors.clone(),
+                p.history.clone(),
+                p.ids.clone(),
+                p.sample_every,
+                p.generation + 1,
+            ),
+        };
+        Ok(Runtime {
+            config: Arc::new(config.clone()),
+            generation,
             listeners,
             upstreams,
             trusted: g.trusted_proxies.clone(),
             via,
             responder: Responder::new(g.name.clone(), pages),
             access_log,
-            errors: Arc::new(ErrorRing::new(
-                config
-                    .admin
-                    .as_ref()
-                    .map_or(DEFAULT_ERROR_RING, |a| a.error_ring),
-            )),
+            errors,
             metrics,
-            rate_limits: config
-                .rate_limits
-                .iter()
-                .map(crate::ratelimit::RatePolicy::new)
-                .collect(),
-            history: crate::status::History::default(),
-            sample_every: crate::status::SAMPLE_EVERY,
-            ids: RequestIdGenerator::new(),
+            rate_limits,
+            history,
+            sample_every,
+            ids,
             drain_timeout: g.drain_timeout,
             expose_addresses: g.expose_upstream_addresses,
             max_connections: g.max_connections,
-        };
-        Ok(Self { rt: Arc::new(rt) })
+        })
     }
 
-    pub fn drain_timeout(&self) -> Duration {
-        self.rt.drain_timeout
-    }
-
-    /// Samples the status history this often instead of every 10 s (for
-    /// tests and demos). Call before serving.
-    pub fn with_sample_interval(mut self, every: Duration) -> Self {
-        if let Some(rt) = Arc::get_mut(&mut self.rt) {
-            rt.sample_every = every;
+    /// This generation's index of the listener a connection was accepted
+    /// on: `hint` (its index when accepted) if the name still matches,
+    /// otherwise looked up by name; `None` if the listener was removed.
+    pub(crate) fn listener_index(&self, hint: usize, name: &Arc<str>) -> Option<usize> {
+        match self.listeners.get(hint) {
+            Some(l) if Arc::ptr_eq(&l.name, name) || l.name == *name => Some(hint),
+            _ => self.listeners.iter().position(|l| l.name == *name),
         }
-        self
     }
 }
 
@@ -267,30 +393,69 @@ pub(crate) struct Members {
 // === impl Upstream ===
 
 impl Upstream {
-    fn new(u: &UpstreamConfig) -> Self {
-        let released = Arc::new(Notify::new());
-        let conn_count = Arc::new(AtomicI64::new(0));
-        let pools = u
-            .servers
-            .iter()
-            .map(|s| {
-                Arc::new(Server::new(
-                    s.addr.clone(),
-                    u.pool_max_idle,
-                    u.pool_idle_timeout,
-                    u.max_response_header_size,
-                    released.clone(),
-                    conn_count.clone(),
-                ))
-            })
-            .collect();
+    /// A new upstream; `old` is the previous generation's upstream of the
+    /// same name (and its config), whose servers are kept where they match.
+    fn new(u: &UpstreamConfig, old: Option<(&UpstreamConfig, &Arc<Upstream>)>) -> Self {
+        // Pools hold connections made with these settings.
+        let same_pools = old.is_some_and(|(o, _)| {
+            o.pool_max_idle == u.pool_max_idle
+                && o.pool_idle_timeout == u.pool_idle_timeout
+                && o.max_response_header_size == u.max_response_header_size
+                && o.limits == u.limits
+        });
+        let old_members = old.map(|(_, up)| up.members.load_full());
+        let released = old
+            .filter(|_| same_pools)
+            .map_or_else(|| Arc::new(Notify::new()), |(_, up)| up.released.clone());
+        let conn_count = old.filter(|_| same_pools).map_or_else(
+            || Arc::new(AtomicI64::new(0)),
+            |(_, up)| up.conn_count.clone(),
+        );
+        let new_pool = |addr: &waygate_config::ServerAddr| {
+            Arc::new(Server::new(
+                addr.clone(),
+                u.pool_max_idle,
+                u.pool_idle_timeout,
+                u.max_response_header_size,
+                released.clone(),
+                conn_count.clone(),
+            ))
+        };
+        let mut states = Vec::with_capacity(u.servers.len());
+        let mut pools = Vec::with_capacity(u.servers.len());
+        for (i, s) in u.servers.iter().enumerate() {
+            let label = s.addr.to_string();
+            let kept = old_members.as_ref().and_then(|m| {
+                let pos = m
+                    .set
+                    .servers()
+                    .iter()
+                    .position(|o| *o.label == *label && o.weight == s.weight)?;
+                Some((m.set.servers()[pos].clone(), m.pools.get(pos)?.clone()))
+            });
+            let (state, pool) = match kept {
+                Some((state, pool)) if same_pools => (state, pool),
+                Some((state, _)) => (state, new_pool(&s.addr)),
+                None => (
+                    Arc::new(ServerState::new(i, label.as_str().into(), s.weight)),
+                    new_pool(&s.addr),
+                ),
+            };
+            states.push(state);
+            pools.push(pool);
+        }
+        // A kept server wakes the notifier it was given first, so the queue
+        // keeps the previous generation's notifier.
+        let notify = old
+            .and_then(|(_, up)| up.queue.as_ref().map(|q| q.notify.clone()))
+            .unwrap_or_else(|| Arc::new(Notify::new()));
         let queue = u.limits.max_in_flight_per_server.map(|_| Queue {
-            notify: Arc::new(Notify::new()),
+            notify,
             waiting: Default::default(),
             max: u.limits.max_queue,
             timeout: u.limits.queue_timeout,
         });
-        let set = ServerSet::new(&u.servers, &u.balance, u.slow_start, u.outlier.clone())
+        let set = ServerSet::with_states(states, &u.balance, u.slow_start, u.outlier.clone())
             .with_max_in_flight(u.limits.max_in_flight_per_server);
         if let Some(q) = &queue {
             for s in set.servers() {

@@ -2,6 +2,7 @@
 //! hyper, and drain gracefully on shutdown (stop accepting, let in-flight
 //! requests finish up to the drain timeout, close idle connections).
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
@@ -23,18 +24,21 @@ use tracing::{debug, info, warn};
 use crate::body::{ConnShared, Finish, ProxyBody};
 use crate::client_io::ClientIo;
 use crate::forward;
-use crate::runtime::{Gateway, Runtime};
+use crate::runtime::{Gateway, ListenerCounters, Runtime, Shared};
 
 /// Listeners bound and ready to serve, in config order.
 #[derive(Debug)]
 pub struct Bound {
-    listeners: Vec<(usize, TcpListener)>,
+    listeners: Vec<(Arc<str>, TcpListener)>,
 }
 
 /// What a connection's requests need to know about it.
 #[derive(Debug)]
 pub(crate) struct ConnInfo {
+    /// The listener's index in the generation the connection was accepted
+    /// on (a hint for later generations, checked against the name).
     pub(crate) listener: usize,
+    pub(crate) listener_name: Arc<str>,
     pub(crate) peer: SocketAddr,
     pub(crate) trusted: bool,
     /// The peer's IP as an `X-Forwarded-For` value.
@@ -44,8 +48,18 @@ pub(crate) struct ConnInfo {
 
 #[derive(Clone)]
 struct GatewayService {
-    rt: Arc<Runtime>,
+    shared: Arc<Shared>,
+    /// The generation the connection was accepted on: serves its requests
+    /// only if a reload removed the listener meanwhile.
+    born: Arc<Runtime>,
     conn: Arc<ConnInfo>,
+}
+
+/// A listener's accept loop.
+struct Running {
+    listen: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<GracefulShutdown>,
 }
 
 // === impl Bound ===
@@ -60,72 +74,78 @@ impl Bound {
     }
 }
 
+/// Binds `addr` for listener `name`; the error names both.
+pub(crate) async fn bind_one(name: &str, addr: SocketAddr) -> io::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot listen on {addr} (listener `{name}`): {e}"),
+        )
+    })
+}
+
 // === impl Gateway ===
 
 impl Gateway {
     /// Binds every listener; the error names the address that failed.
     pub async fn bind(&self) -> io::Result<Bound> {
+        let rt = self.rt();
         let mut listeners = Vec::new();
-        for (i, l) in self.rt.listeners.iter().enumerate() {
-            let tcp = TcpListener::bind(l.listen).await.map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("cannot listen on {} (listener `{}`): {e}", l.listen, l.name),
-                )
-            })?;
-            listeners.push((i, tcp));
+        for l in &rt.listeners {
+            listeners.push((l.name.clone(), bind_one(&l.name, l.listen).await?));
         }
         Ok(Bound { listeners })
     }
 
-    /// Serves until `shutdown` completes, then drains: stops accepting,
-    /// lets in-flight requests finish for up to the drain timeout. Returns
-    /// whether every connection finished in time.
+    /// Serves until `shutdown` completes, applying reloads meanwhile, then
+    /// drains: stops accepting, lets in-flight requests finish for up to
+    /// the drain timeout. Returns whether every connection finished in time.
     pub async fn serve(self, bound: Bound, shutdown: impl Future<Output = ()>) -> bool {
-        let mut checkers = self.start_health_checks();
-        checkers.push(tokio::spawn(crate::status::run_sampler(
-            self.rt.clone(),
-            self.rt.sample_every,
-        )));
-        if !self.rt.rate_limits.is_empty() {
-            let rt = self.rt.clone();
-            checkers.push(tokio::spawn(async move {
-                let mut tick = tokio::time::interval(crate::ratelimit::EVICT_EVERY);
-                loop {
-                    tick.tick().await;
-                    for p in &rt.rate_limits {
-                        p.evict();
-                        tracing::debug!(policy = %p.name, keys = p.keys(), "rate-limit keys after eviction");
-                    }
+        let background = [
+            tokio::spawn(crate::status::run_sampler(self.shared.clone())),
+            tokio::spawn(crate::ratelimit::run_evictor(self.shared.clone())),
+        ];
+        let mut supervisors = crate::supervise::Supervisors::default();
+        supervisors.sync(&self.rt());
+        let mut running: HashMap<Arc<str>, Running> = HashMap::new();
+        for (name, tcp) in bound.listeners {
+            running.insert(name.clone(), self.start_listener(name, tcp));
+        }
+        let mut reloads = self.shared.reload.take_receiver();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                Some(cmd) = crate::reload::next(&mut reloads) => {
+                    let outcome = self.apply(cmd.config, &mut running, &mut supervisors).await;
+                    self.shared.reload.finished(&outcome);
+                    let _ = cmd.reply.send(outcome);
                 }
-            }));
+            }
         }
-        let graceful = Arc::new(GracefulShutdown::new());
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let mut accept_tasks = Vec::new();
-        for (i, listener) in bound.listeners {
-            let rt = self.rt.clone();
-            let graceful = graceful.clone();
-            let stop = stop_rx.clone();
-            accept_tasks.push(tokio::spawn(accept_loop(rt, i, listener, graceful, stop)));
+        for t in &background {
+            t.abort();
         }
-        shutdown.await;
-        for c in &checkers {
-            c.abort();
+        drop(supervisors);
+        let mut gracefuls = Vec::new();
+        for (_, r) in running {
+            gracefuls.push(r.stop().await);
         }
-        let _ = stop_tx.send(true);
-        for t in accept_tasks {
-            let _ = t.await;
-        }
-        // Every accept loop has ended, so this is the last reference.
-        let Ok(graceful) = Arc::try_unwrap(graceful) else {
-            warn!("accept loops still running at shutdown");
-            return false;
-        };
-        let open = graceful.count();
-        info!(connections = open, drain_timeout = ?self.rt.drain_timeout, "draining");
+        let open: usize = gracefuls.iter().map(GracefulShutdown::count).sum();
+        let drain_timeout = self.drain_timeout();
+        info!(connections = open, ?drain_timeout, "draining");
         let started = Instant::now();
-        match tokio::time::timeout(self.rt.drain_timeout, graceful.shutdown()).await {
+        // Every listener's connections are told to finish at once.
+        let all: Vec<_> = gracefuls
+            .into_iter()
+            .map(GracefulShutdown::shutdown)
+            .collect();
+        let drained = tokio::time::timeout(drain_timeout, async {
+            for g in all {
+                g.await;
+            }
+        });
+        match drained.await {
             Ok(()) => {
                 info!(took = ?started.elapsed(), "drained");
                 true
@@ -136,25 +156,115 @@ impl Gateway {
             }
         }
     }
+
+    fn start_listener(&self, name: Arc<str>, tcp: TcpListener) -> Running {
+        let listen = tcp
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(accept_loop(self.shared.clone(), name, tcp, stop_rx));
+        Running { listen, stop, task }
+    }
+
+    /// Swaps in a new generation built from `config`: binds the listeners
+    /// it adds, then swaps, then starts and stops accept loops and
+    /// supervisors. Nothing changes if any step before the swap fails.
+    async fn apply(
+        &self,
+        config: waygate_config::Config,
+        running: &mut HashMap<Arc<str>, Running>,
+        supervisors: &mut crate::supervise::Supervisors,
+    ) -> Result<crate::reload::ReloadReport, crate::reload::ReloadError> {
+        use crate::reload::ReloadError;
+        let old = self.rt();
+        let new = Runtime::new(&config, crate::runtime::Base::Previous(&old))
+            .map_err(|e| ReloadError::Apply(e.to_string()))?;
+        // Listeners to start: new names, and names whose address changed
+        // (an address of 0 as port keeps the running socket).
+        let mut bound = Vec::new();
+        for l in &new.listeners {
+            let keep = running
+                .get(&l.name)
+                .is_some_and(|r| same_address(r.listen, l.listen, &old, &l.name));
+            if !keep {
+                let tcp = bind_one(&l.name, l.listen)
+                    .await
+                    .map_err(|e| ReloadError::Apply(e.to_string()))?;
+                bound.push((l.name.clone(), tcp));
+            }
+        }
+        let mut report = crate::reload::diff(&old, &new);
+        let new = Arc::new(new);
+        self.shared.current.store(new.clone());
+        // Stop the listeners that went away or moved, then start the new ones.
+        let moved: Vec<Arc<str>> = bound.iter().map(|(n, _)| n.clone()).collect();
+        let gone: Vec<Arc<str>> = running
+            .keys()
+            .filter(|n| moved.contains(n) || !new.listeners.iter().any(|l| l.name == **n))
+            .cloned()
+            .collect();
+        for name in gone {
+            if let Some(r) = running.remove(&name) {
+                let drain = new.drain_timeout;
+                let graceful = r.stop().await;
+                report.connections_draining += graceful.count() as u64;
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(drain, graceful.shutdown()).await;
+                });
+            }
+        }
+        report.connections_kept = new
+            .listeners
+            .iter()
+            .filter(|l| !moved.contains(&l.name))
+            .map(|l| u64::from(l.counters.open.load(std::sync::atomic::Ordering::Relaxed)))
+            .sum();
+        for (name, tcp) in bound {
+            running.insert(name.clone(), self.start_listener(name, tcp));
+        }
+        supervisors.sync(&new);
+        info!(
+            generation = new.generation,
+            changes = %report.summary(),
+            "config reloaded"
+        );
+        Ok(report)
+    }
 }
 
-impl Gateway {
-    /// One supervisor per upstream (health checks, DNS refresh).
-    fn start_health_checks(&self) -> Vec<tokio::task::JoinHandle<()>> {
-        (0..self.rt.upstreams.len())
-            .map(|i| tokio::spawn(crate::supervise::supervise(self.rt.clone(), i)))
-            .collect()
+/// Whether a running listener at `running` still serves the address the
+/// new config gives it (`0` as port means "the one the OS chose").
+fn same_address(running: SocketAddr, wanted: SocketAddr, old: &Runtime, name: &str) -> bool {
+    if wanted.port() == 0 {
+        return old
+            .listeners
+            .iter()
+            .any(|l| &*l.name == name && l.listen == wanted);
+    }
+    running == wanted
+}
+
+// === impl Running ===
+
+impl Running {
+    /// Stops accepting; returns the listener's connections, to drain.
+    async fn stop(self) -> GracefulShutdown {
+        let _ = self.stop.send(true);
+        match self.task.await {
+            Ok(g) => g,
+            Err(_) => GracefulShutdown::new(),
+        }
     }
 }
 
 async fn accept_loop(
-    rt: Arc<Runtime>,
-    index: usize,
+    shared: Arc<Shared>,
+    name: Arc<str>,
     listener: TcpListener,
-    graceful: Arc<GracefulShutdown>,
     mut stop: watch::Receiver<bool>,
-) {
-    let name = rt.listeners[index].name.clone();
+) -> GracefulShutdown {
+    let graceful = GracefulShutdown::new();
+    let mut hint = 0;
     loop {
         let (stream, peer) = tokio::select! {
             biased;
@@ -171,6 +281,12 @@ async fn accept_loop(
             },
         };
         let _ = stream.set_nodelay(true);
+        let rt = shared.current.load_full();
+        let Some(index) = rt.listener_index(hint, &name) else {
+            // Removed by a reload that is stopping this loop.
+            break;
+        };
+        hint = index;
         let l = &rt.listeners[index];
         let Some(slot) = ConnSlot::acquire(&rt, index, peer.ip()) else {
             // Over a connection limit: say so and close (best effort, the
@@ -178,37 +294,42 @@ async fn accept_loop(
             let _ = stream.try_write(REFUSED_503);
             continue;
         };
-        let shared = Arc::new(ConnShared::default());
+        let conn_shared = Arc::new(ConnShared::default());
         let io = ClientIo::new(
             stream,
-            shared.clone(),
+            conn_shared.clone(),
             l.client_header_timeout,
             l.keepalive_timeout,
         );
         let conn = Arc::new(ConnInfo {
             listener: index,
+            listener_name: l.name.clone(),
             peer,
             trusted: crate::headers::is_trusted(&rt.trusted, peer.ip()),
             peer_header: crate::headers::peer_value(peer.ip()),
-            shared,
+            shared: conn_shared,
         });
-        let svc = GatewayService {
-            rt: rt.clone(),
-            conn,
-        };
         // No hyper timer: its header-read timeout (30 s by default once a
         // timer is set) would arm a timer per request; ClientIo enforces
         // client_header_timeout and keepalive_timeout instead.
-        let conn = http1::Builder::new()
-            .keep_alive(true)
-            // Over these hyper answers 431 itself.
-            .max_header_size(l.max_header_size)
-            .max_headers(l.max_headers)
-            // Bounds what is queued for a slow reader (hyper's default is
-            // ~400 KiB per connection); the kernel's send buffer holds more.
-            .max_buf_size(CLIENT_BUF_MAX.max(l.max_header_size))
-            .serve_connection(TokioIo::new(io), svc);
-        let conn = graceful.watcher().watch(conn);
+        let builder = {
+            let mut b = http1::Builder::new();
+            b.keep_alive(true)
+                // Over these hyper answers 431 itself.
+                .max_header_size(l.max_header_size)
+                .max_headers(l.max_headers)
+                // Bounds what is queued for a slow reader (hyper's default is
+                // ~400 KiB per connection); the kernel's send buffer holds more.
+                .max_buf_size(CLIENT_BUF_MAX.max(l.max_header_size));
+            b
+        };
+        let svc = GatewayService {
+            shared: shared.clone(),
+            born: rt,
+            conn,
+        };
+        let conn = builder.serve_connection(TokioIo::new(io), svc);
+        let conn = graceful.watch(conn);
         tokio::spawn(async move {
             let _slot = slot;
             if let Err(e) = conn.await {
@@ -217,6 +338,7 @@ async fn accept_loop(
         });
     }
     debug!(listener = %name, "stopped accepting");
+    graceful
 }
 
 /// Most response bytes queued in user space for one client connection.
@@ -228,44 +350,45 @@ const REFUSED_503: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length:
 /// A client connection counted against the gateway's and its listener's
 /// limits until dropped.
 struct ConnSlot {
-    rt: Arc<Runtime>,
-    listener: usize,
+    all: Arc<std::sync::atomic::AtomicI64>,
+    counters: Arc<ListenerCounters>,
     ip: Option<std::net::IpAddr>,
 }
 
 impl ConnSlot {
-    fn acquire(rt: &Arc<Runtime>, listener: usize, ip: std::net::IpAddr) -> Option<Self> {
+    fn acquire(rt: &Runtime, listener: usize, ip: std::net::IpAddr) -> Option<Self> {
         use std::sync::atomic::Ordering;
         let l = &rt.listeners[listener];
+        let c = &l.counters;
         let all = &rt.metrics.client_connections;
         if all.fetch_add(1, Ordering::Relaxed) >= i64::from(rt.max_connections) {
             all.fetch_sub(1, Ordering::Relaxed);
-            l.refused[2].fetch_add(1, Ordering::Relaxed);
+            c.refused[2].fetch_add(1, Ordering::Relaxed);
             debug!(listener = %l.name, max = rt.max_connections, "connection refused: [gateway] max_connections reached");
             return None;
         }
-        if l.open.fetch_add(1, Ordering::Relaxed) >= l.max_connections {
-            l.open.fetch_sub(1, Ordering::Relaxed);
+        if c.open.fetch_add(1, Ordering::Relaxed) >= l.max_connections {
+            c.open.fetch_sub(1, Ordering::Relaxed);
             all.fetch_sub(1, Ordering::Relaxed);
-            l.refused[0].fetch_add(1, Ordering::Relaxed);
+            c.refused[0].fetch_add(1, Ordering::Relaxed);
             // Counted in waygate_connections_refused_total; a log line per
             // refused connection would flood the log during an attack.
             debug!(listener = %l.name, max = l.max_connections, "connection refused: max_connections reached");
             return None;
         }
         let mut slot = Self {
-            rt: rt.clone(),
-            listener,
+            all: all.clone(),
+            counters: c.clone(),
             ip: None,
         };
         if let Some(max) = l.max_connections_per_ip {
-            let mut map = l.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+            let mut map = c.per_ip.lock().unwrap_or_else(|p| p.into_inner());
             let n = map.entry(ip).or_insert(0);
             if *n >= max {
-                l.refused[1].fetch_add(1, Ordering::Relaxed);
+                c.refused[1].fetch_add(1, Ordering::Relaxed);
                 debug!(listener = %l.name, %ip, max, "connection refused: max_connections_per_ip reached");
                 drop(map);
-                return None; // dropping `slot` gives back the listener count
+                return None; // dropping `slot` gives back the counts
             }
             *n += 1;
             drop(map);
@@ -277,14 +400,15 @@ impl ConnSlot {
 
 impl Drop for ConnSlot {
     fn drop(&mut self) {
-        let l = &self.rt.listeners[self.listener];
-        l.open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        self.rt
-            .metrics
-            .client_connections
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        use std::sync::atomic::Ordering;
+        self.counters.open.fetch_sub(1, Ordering::Relaxed);
+        self.all.fetch_sub(1, Ordering::Relaxed);
         if let Some(ip) = self.ip {
-            let mut map = l.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+            let mut map = self
+                .counters
+                .per_ip
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             if let Some(n) = map.get_mut(&ip) {
                 *n -= 1;
                 if *n == 0 {
@@ -306,15 +430,20 @@ impl hyper::service::Service<Request<Incoming>> for GatewayService {
         // The record (and the in-flight count) starts here, synchronously,
         // so a request whose future is dropped unpolled is still logged.
         let start = Instant::now();
-        let id = forward::request_id(&self.rt, &self.conn, &req);
+        // The current generation, unless a reload removed this listener.
+        let current = self.shared.current.load_full();
+        let (rt, li) = match current.listener_index(self.conn.listener, &self.conn.listener_name) {
+            Some(li) => (current, li),
+            None => (self.born.clone(), self.conn.listener),
+        };
+        let id = forward::request_id(&rt, &self.conn, &req);
         let finish = Finish::new(
-            forward::initial_record(&self.rt, &self.conn, &req, &id),
+            forward::initial_record(&rt, li, &self.conn, &req, &id),
             start,
-            self.rt.clone(),
-            self.conn.listener,
+            rt.clone(),
+            li,
             self.conn.shared.clone(),
         );
-        let rt = self.rt.clone();
         let conn = self.conn.clone();
         // The last request allowed on this connection asks the client to
         // close it (hyper closes after the response).
@@ -323,7 +452,7 @@ impl hyper::service::Service<Request<Incoming>> for GatewayService {
             .requests
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             + 1;
-        let last = served >= rt.listeners[conn.listener].max_requests_per_connection;
+        let last = served >= rt.listeners[li].max_requests_per_connection;
         Box::pin(async move {
             let mut resp = forward::handle(rt, conn, req, id, Box::new(finish)).await;
             if last {

@@ -126,11 +126,14 @@ impl History {
     }
 }
 
-/// Samples the history every [`SAMPLE_EVERY`] until aborted.
-pub(crate) async fn run_sampler(rt: std::sync::Arc<Runtime>, every: Duration) {
+/// Samples the history every `sample_every` ([`SAMPLE_EVERY`] unless set
+/// for tests) until aborted, on whatever generation is current.
+pub(crate) async fn run_sampler(shared: std::sync::Arc<crate::runtime::Shared>) {
+    let every = shared.current.load().sample_every;
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
+        let rt = shared.current.load_full();
         rt.history.sample(&rt);
         // Keep the public pages' "since" accurate without page views.
         for u in 0..rt.upstreams.len() {
@@ -147,7 +150,7 @@ impl Gateway {
         let mut groups: Vec<CauseGroup> = Vec::new();
         let mut recent_errors = std::collections::HashMap::new();
         let five_min_ago = SystemTime::now() - Duration::from_secs(300);
-        for rec in self.rt.errors.recent(usize::MAX) {
+        for rec in self.rt().errors.recent(usize::MAX) {
             if rec.time >= five_min_ago && rec.side == "gateway" {
                 if let Some(u) = &rec.upstream {
                     *recent_errors.entry(u.to_string()).or_insert(0) += 1;
@@ -176,10 +179,10 @@ impl Gateway {
         groups.sort_by_key(|g| std::cmp::Reverse(g.count));
         StatusView {
             upstreams: self.upstreams(),
-            history: self.rt.history.points(),
+            history: self.rt().history.points(),
             errors: groups,
             recent_errors,
-            sample_every: self.rt.sample_every,
+            sample_every: self.rt().sample_every,
         }
     }
 }

@@ -26,9 +26,43 @@ const DNS_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Default)]
 struct Checkers(HashMap<Arc<str>, AbortHandle>);
 
-/// Supervises upstream `index` until the task is aborted.
-pub(crate) async fn supervise(rt: Arc<Runtime>, index: usize) {
-    let u = &rt.upstreams[index];
+/// One supervisor task per upstream of the current generation. An
+/// upstream carried over unchanged by a reload keeps its task; the tasks of
+/// upstreams that went away are aborted (so are all, when dropped).
+#[derive(Default)]
+pub(crate) struct Supervisors(HashMap<usize, (Arc<Upstream>, AbortHandle)>);
+
+impl Supervisors {
+    pub(crate) fn sync(&mut self, rt: &Runtime) {
+        let key = |u: &Arc<Upstream>| Arc::as_ptr(u) as usize;
+        let now: Vec<usize> = rt.upstreams.iter().map(key).collect();
+        self.0.retain(|k, (_, task)| {
+            let keep = now.contains(k);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for u in &rt.upstreams {
+            self.0.entry(key(u)).or_insert_with(|| {
+                let task = tokio::spawn(supervise(u.clone())).abort_handle();
+                (u.clone(), task)
+            });
+        }
+    }
+}
+
+impl Drop for Supervisors {
+    fn drop(&mut self) {
+        for (_, task) in self.0.values() {
+            task.abort();
+        }
+    }
+}
+
+/// Supervises one upstream until the task is aborted.
+async fn supervise(u: Arc<Upstream>) {
+    let u = &*u;
     let has_dns = u.entries.iter().any(|e| !e.addr.is_ip());
     if !has_dns && u.health_check.is_none() {
         return;

@@ -14,6 +14,7 @@
 //! | GET | `/upstreams` | every upstream and server with live state (JSON) |
 //! | GET | `/errors` | the most recent gateway errors, newest first (JSON; `?limit=N`, default 50) |
 //! | GET | `/errors/<request-id>` | one gateway error: the full record, what the cause means, what to check |
+//! | POST | `/reload` | read the config file again and apply it; the outcome as JSON (200, or 422 with the errors of an invalid config, which is not applied) |
 //! | POST | `/upstreams/<name>/servers/<host:port>/enable` | put a server back in rotation |
 //! | POST | `/upstreams/<name>/servers/<host:port>/drain` | no new requests; in-flight ones finish |
 //! | POST | `/upstreams/<name>/servers/<host:port>/disable` | out of rotation, even in panic mode |
@@ -31,7 +32,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use waygate_core::Cause;
-use waygate_proxy::{admin_name, AdminState, ControlError, Gateway};
+use waygate_proxy::{admin_name, AdminState, ControlError, Gateway, ReloadError};
 use waygate_telemetry::AccessRecord;
 
 /// Serves the admin API on `listener` until `shutdown` completes.
@@ -58,8 +59,9 @@ pub async fn serve(
         let token = token.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
-                let resp = handle(&gateway, token.as_deref(), &req);
-                async move { Ok::<_, Infallible>(resp) }
+                let gateway = gateway.clone();
+                let token = token.clone();
+                async move { Ok::<_, Infallible>(handle(&gateway, token.as_deref(), &req).await) }
             });
             if let Err(e) = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)
@@ -71,7 +73,7 @@ pub async fn serve(
     }
 }
 
-fn handle(
+async fn handle(
     gateway: &Gateway,
     token: Option<&str>,
     req: &Request<Incoming>,
@@ -111,6 +113,18 @@ fn handle(
             r
         }
         (&Method::GET, ["upstreams"]) => json(StatusCode::OK, upstreams(gateway)),
+        (&Method::POST, ["reload"]) => match gateway.reload().await {
+            Ok(report) => json(StatusCode::OK, report.to_json()),
+            Err(e) => {
+                let status = match e {
+                    ReloadError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                    ReloadError::NoConfigFile => StatusCode::CONFLICT,
+                    ReloadError::NotServing => StatusCode::SERVICE_UNAVAILABLE,
+                    ReloadError::Apply(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                };
+                json(status, e.to_json())
+            }
+        },
         (&Method::GET, ["errors"]) => {
             let limit = req
                 .uri()
@@ -162,6 +176,7 @@ fn handle(
             | ["status"]
             | ["status.json"]
             | ["upstreams"]
+            | ["reload"]
             | ["errors"]
             | ["errors", _]
             | ["upstreams", _, "servers", _, _],

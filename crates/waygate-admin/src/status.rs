@@ -49,6 +49,16 @@ pub(crate) fn json(v: &StatusView) -> serde_json::Value {
         "sample_every_seconds": v.sample_every.as_secs_f64(),
         "upstreams": upstreams,
         "recent_errors_by_cause": errors,
+        "config": {
+            "generation": v.reloads.generation,
+            "reloads_succeeded": v.reloads.succeeded,
+            "reloads_failed": v.reloads.failed,
+            "last_reload": v.reloads.last.as_ref().map(|l| serde_json::json!({
+                "time": waygate_telemetry::rfc3339_millis(l.time),
+                "result": if l.ok { "reloaded" } else { "rejected" },
+                "details": l.lines,
+            })),
+        },
     })
 }
 
@@ -217,6 +227,29 @@ h2{{font-size:1.05rem;margin:.2rem 0 .6rem}} table{{border-collapse:collapse;wid
         }
         let _ = write!(o, "</table></section>");
     }
+    let r = &v.reloads;
+    let _ = write!(
+        o,
+        "<section><h2>Configuration</h2><small>generation {} &middot; {} reload(s) applied, {} rejected</small>",
+        r.generation, r.succeeded, r.failed
+    );
+    if let Some(last) = &r.last {
+        let (class, what) = if last.ok {
+            ("ok", "applied")
+        } else {
+            ("bad", "rejected: the previous config keeps serving")
+        };
+        let _ = write!(
+            o,
+            "<p>Last reload at {}: <span class=\"{class}\">{what}</span></p><ul>",
+            waygate_telemetry::rfc3339_millis(last.time)
+        );
+        for line in &last.lines {
+            let _ = write!(o, "<li><code>{}</code></li>", esc(line));
+        }
+        let _ = write!(o, "</ul>");
+    }
+    let _ = write!(o, "</section>");
     let _ = writeln!(o, "</main></body></html>");
     o
 }

@@ -26,16 +26,36 @@ pub struct Loaded {
 
 /// Reads and validates the config file at `path`.
 pub fn load(path: &Path) -> Result<Loaded, Vec<Diagnostic>> {
+    let (file, src) = read(path)?;
+    let base = path.parent().unwrap_or_else(|| Path::new("."));
+    parse(&src, &file, base)
+}
+
+/// Reads only the `[admin]` table of the config file at `path`: how to
+/// reach a running gateway even when the rest of the file is invalid (as
+/// it is when `waygate reload` is to report a rejected config).
+pub fn load_admin(path: &Path) -> Result<Option<AdminConfig>, Vec<Diagnostic>> {
+    #[derive(serde::Deserialize)]
+    struct AdminOnly {
+        admin: Option<raw::RawAdmin>,
+    }
+    let (file, src) = read(path)?;
+    let raw: AdminOnly =
+        toml::from_str(&src).map_err(|e| vec![Diagnostic::from_toml(&file, &src, &e)])?;
+    validate::admin_only(raw.admin, &src, &file)
+}
+
+/// The file's name for diagnostics, and its text.
+fn read(path: &Path) -> Result<(String, String), Vec<Diagnostic>> {
     let file = path.display().to_string();
-    let src = std::fs::read_to_string(path).map_err(|e| {
-        vec![Diagnostic::error_at_start(
+    match std::fs::read_to_string(path) {
+        Ok(src) => Ok((file, src)),
+        Err(e) => Err(vec![Diagnostic::error_at_start(
             &file,
             format!("cannot read config file: {e}"),
             Some("pass the right path with --config FILE".into()),
-        )]
-    })?;
-    let base = path.parent().unwrap_or_else(|| Path::new("."));
-    parse(&src, &file, base)
+        )]),
+    }
 }
 
 /// Parses and validates config text. `file` names it in diagnostics and

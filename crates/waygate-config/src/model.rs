@@ -101,6 +101,8 @@ pub struct GatewayConfig {
     pub expose_upstream_addresses: bool,
     /// Most open client connections over all listeners together.
     pub max_connections: u32,
+    /// Reload when the config file changes.
+    pub watch: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -85,6 +85,8 @@ pub struct RawGateway {
     pub name: Option<Spanned<String>>,
     /// Most open client connections over all listeners together.
     pub max_connections: Option<Spanned<u32>>,
+    /// Reload when the config file changes (checked every second).
+    pub watch: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -20,6 +20,25 @@ struct Ctx<'a> {
     diags: Vec<Diagnostic>,
 }
 
+/// Validates only an `[admin]` table (for commands that talk to a running
+/// gateway and must work even when the rest of the file is invalid).
+pub(crate) fn admin_only(
+    raw: Option<RawAdmin>,
+    src: &str,
+    file: &str,
+) -> Result<Option<AdminConfig>, Vec<Diagnostic>> {
+    let mut cx = Ctx {
+        src,
+        file,
+        diags: Vec::new(),
+    };
+    let admin = raw.and_then(|a| cx.admin(a));
+    if cx.diags.iter().any(Diagnostic::is_error) {
+        return Err(cx.diags);
+    }
+    Ok(admin)
+}
+
 pub(crate) fn validate(
     raw: RawConfig,
     src: &str,
@@ -174,8 +193,10 @@ impl Ctx<'_> {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             expose_upstream_addresses: false,
             max_connections: DEFAULT_GLOBAL_MAX_CONNECTIONS,
+            watch: false,
         };
         let Some(raw) = raw else { return cfg };
+        cfg.watch = raw.watch.unwrap_or(false);
         if let Some(n) = self.at_least_one(&raw.max_connections, "max_connections") {
             cfg.max_connections = n;
         }

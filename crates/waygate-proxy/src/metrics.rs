@@ -506,6 +506,24 @@ impl Collector for GatewayCollector {
             }
         }
 
+        let reloads = self.0.reloads();
+        let mut e = enc.encode_descriptor(
+            "waygate_config_reloads",
+            "Config reloads by result: success (applied) or failure (rejected; the running config kept serving)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (result, v) in [("success", reloads.succeeded), ("failure", reloads.failed)] {
+            ConstCounter::new(v).encode(e.encode_family(&[("result", result)])?)?;
+        }
+        let e = enc.encode_descriptor(
+            "waygate_config_generation",
+            "Generation of the running config: 1 at start, +1 per applied reload",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(reloads.generation as i64).encode(e)?;
+
         let mut e =
             enc.encode_descriptor("waygate_build", "Build information", None, MetricType::Info)?;
         e.encode_info(&[("version", env!("CARGO_PKG_VERSION"))])?;

@@ -383,6 +383,9 @@ pub(crate) fn diff(old: &Runtime, new: &Runtime) -> ReloadReport {
     if a.admin != b.admin {
         restart_required.push("admin".to_owned());
     }
+    if a.gateway.watch != b.gateway.watch {
+        restart_required.push("gateway.watch".to_owned());
+    }
     ReloadReport {
         generation: new.generation,
         listeners,

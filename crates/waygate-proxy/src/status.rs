@@ -67,6 +67,8 @@ pub struct StatusView {
     /// Gateway errors per upstream name over the last 5 minutes.
     pub recent_errors: std::collections::HashMap<String, usize>,
     pub sample_every: Duration,
+    /// Config reloads so far and the last outcome.
+    pub reloads: crate::reload::ReloadStats,
 }
 
 // === impl History ===
@@ -183,6 +185,7 @@ impl Gateway {
             errors: groups,
             recent_errors,
             sample_every: self.rt().sample_every,
+            reloads: self.reloads(),
         }
     }
 }

@@ -56,6 +56,9 @@ pub enum Behavior {
     HelloWithHealth(String, Arc<AtomicU16>),
     /// Like `Hello`, after waiting this long: a slow but working server.
     DelayedHello(String, Duration),
+    /// Answers 200 once the test adds a permit to the semaphore (one per
+    /// request): a server held busy for exactly as long as a test wants.
+    Gated(Arc<tokio::sync::Semaphore>),
 }
 
 /// A request as the upstream saw it.
@@ -285,6 +288,12 @@ async fn respond(stream: &mut TcpStream, behavior: &Behavior, req: &Seen) -> io:
             stream.flush().await?;
             tokio::time::sleep(Duration::from_millis(20)).await;
             return Ok(false);
+        }
+        Behavior::Gated(gate) => {
+            if let Ok(permit) = gate.acquire().await {
+                permit.forget();
+            }
+            write_response(stream, 200, "OK", &[], b"let through\n").await?;
         }
         Behavior::SlowHead(d) => {
             tokio::time::sleep(*d).await;

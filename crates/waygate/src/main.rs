@@ -1,9 +1,11 @@
 //! The `waygate` binary: parse the command line, load and validate the
 //! config, start telemetry, serve until a signal, drain, exit.
 
+mod admin_client;
 mod check;
 mod demo;
 mod logging;
+mod reload;
 mod run;
 mod why;
 
@@ -61,14 +63,14 @@ enum Command {
     Why {
         /// The X-Request-Id of the failed request.
         request_id: String,
-        /// The admin listener's address (default: [admin] listen of the config).
-        #[arg(long)]
-        admin: Option<String>,
-        /// The admin token (default: [admin] token of the config, or $WAYGATE_ADMIN_TOKEN).
-        #[arg(long, env = "WAYGATE_ADMIN_TOKEN")]
-        token: Option<String>,
-        #[arg(long, short, default_value = "waygate.toml")]
-        config: PathBuf,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Ask the running gateway to read its config file again (through the
+    /// admin listener); prints what changed, or the errors of a rejected config.
+    Reload {
+        #[command(flatten)]
+        admin: AdminArgs,
     },
     /// Start the gateway in front of built-in demo upstreams that fail in every way.
     Demo {
@@ -76,6 +78,30 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
     },
+}
+
+/// How to reach a running gateway's admin listener.
+#[derive(Debug, clap::Args)]
+struct AdminArgs {
+    /// The admin listener's address (default: [admin] listen of the config).
+    #[arg(long)]
+    admin: Option<String>,
+    /// The admin token (default: [admin] token of the config, or $WAYGATE_ADMIN_TOKEN).
+    #[arg(long, env = "WAYGATE_ADMIN_TOKEN")]
+    token: Option<String>,
+    /// The config file whose [admin] table says where the admin listener is.
+    #[arg(long, short, default_value = "waygate.toml")]
+    config: PathBuf,
+}
+
+impl From<AdminArgs> for admin_client::Target {
+    fn from(a: AdminArgs) -> Self {
+        Self {
+            admin: a.admin,
+            token: a.token,
+            config: a.config,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -86,19 +112,8 @@ fn main() -> ExitCode {
             logging::init(cli.log_format, cli.log_level.as_deref());
             run::run(&config, workers)
         }
-        Command::Why {
-            request_id,
-            admin,
-            token,
-            config,
-        } => why::why(
-            &request_id,
-            why::Target {
-                admin,
-                token,
-                config,
-            },
-        ),
+        Command::Why { request_id, admin } => why::why(&request_id, admin.into()),
+        Command::Reload { admin } => reload::reload(admin.into()),
         Command::Demo { listen } => {
             logging::init(cli.log_format, cli.log_level.as_deref());
             demo::demo(listen)

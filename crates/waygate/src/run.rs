@@ -22,7 +22,7 @@ pub(crate) fn run(path: &Path, workers: Option<usize>) -> ExitCode {
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
-    match runtime(workers).and_then(|rt| rt.block_on(serve(loaded.config))) {
+    match runtime(workers).and_then(|rt| rt.block_on(serve(path, loaded.config))) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -63,10 +63,14 @@ pub(crate) fn access_log(config: &Config) -> anyhow::Result<AccessLog> {
     })
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(path: &Path, config: Config) -> anyhow::Result<()> {
     let log = access_log(&config)?;
     reopen_on_sigusr1(log.clone());
-    let gateway = Gateway::build(&config, log)?;
+    let gateway = Gateway::build(&config, log)?.with_config_path(path);
+    reload_on_sighup(gateway.clone());
+    if config.gateway.watch {
+        tokio::spawn(watch(path.to_owned(), gateway.clone()));
+    }
     let bound = gateway.bind().await?;
     for (l, addr) in config.listeners.iter().zip(bound.local_addrs()) {
         tracing::info!(listener = %l.name, %addr, "listening");
@@ -90,6 +94,46 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     gateway.serve(bound, shutdown_signal()).await;
     let _ = stop_admin.send(());
     Ok(())
+}
+
+/// Reloads the config file on SIGHUP (the outcome is logged).
+fn reload_on_sighup(gateway: Gateway) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut hup) = signal(SignalKind::hangup()) {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    tracing::info!("SIGHUP received; reloading the config");
+                    // Success and rejection are both logged by the reload.
+                    let _ = gateway.reload().await;
+                }
+            });
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = gateway;
+}
+
+/// How often `watch = true` looks at the config file.
+const WATCH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Reloads when the config file's content changes. Polling the content
+/// (not inotify) also sees editors that replace the file and
+/// Kubernetes ConfigMaps that swap a symlink, and costs one small read a
+/// second.
+async fn watch(path: std::path::PathBuf, gateway: Gateway) {
+    let mut last = std::fs::read(&path).ok();
+    let mut tick = tokio::time::interval(WATCH_EVERY);
+    loop {
+        tick.tick().await;
+        let now = std::fs::read(&path).ok();
+        if now.is_some() && now != last {
+            last = now;
+            tracing::info!(config = %path.display(), "config file changed; reloading");
+            let _ = gateway.reload().await;
+        }
+    }
 }
 
 /// Reopens the access-log file on SIGUSR1, for logrotate.

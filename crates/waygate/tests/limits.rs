@@ -368,7 +368,8 @@ async fn a_queued_request_gives_up_after_queue_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn high_priority_routes_leave_the_queue_first() {
-    let slow = Upstream::start(Behavior::SlowHead(Duration::from_millis(400)))
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let slow = Upstream::start(Behavior::Gated(gate.clone()))
         .await
         .unwrap();
     let cfg = format!(
@@ -405,6 +406,8 @@ async fn high_priority_routes_leave_the_queue_first() {
         }
         assert!(queued, "{path} queued behind {n} others");
     }
+    // Everyone is queued behind the held request: let them all through.
+    gate.add_permits(5);
     for t in tasks {
         assert_eq!(t.await.unwrap().status, 200);
     }

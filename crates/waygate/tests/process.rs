@@ -21,6 +21,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_waygate");
 struct Proc {
     child: Child,
     addr: SocketAddr,
+    /// The config file it runs with.
+    cfg: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -70,12 +72,28 @@ impl Proc {
         Self {
             child,
             addr,
+            cfg,
             _dir: dir,
         }
     }
 
     fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Replaces the config file: the same listener and access log, then `rest`.
+    fn rewrite(&self, rest: &str) {
+        let head = std::fs::read_to_string(&self.cfg).unwrap();
+        let keep = &head[..head.find("\n\n[access_log]").unwrap()];
+        let log = self._dir.path().join("access.log");
+        std::fs::write(
+            &self.cfg,
+            format!(
+                "{keep}\n\n[access_log]\ntarget = \"{}\"\n\n{rest}",
+                log.display()
+            ),
+        )
+        .unwrap();
     }
 
     /// Peak resident memory (VmHWM) in KiB.
@@ -339,4 +357,98 @@ async fn combined_log_format_and_reopen_on_sigusr1() {
     assert!(std::fs::read_to_string(&rotated)
         .unwrap()
         .contains(&r.request_id()));
+}
+
+/// A loopback port free right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// GETs `path` until the body starts with `want` (up to 5 s).
+async fn until_body(addr: SocketAddr, path: &str, want: &str) -> bool {
+    for _ in 0..250 {
+        let r = common::get(addr, path, &[]).await;
+        if r.status == 200 && r.text().starts_with(want) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_on_sighup_with_waygate_reload_and_on_file_change() {
+    let a = Upstream::start(Behavior::Hello("a".into())).await.unwrap();
+    let b = Upstream::start(Behavior::Hello("b".into())).await.unwrap();
+    let admin = format!("[admin]\nlisten = \"127.0.0.1:{}\"\n\n", free_port());
+    let base = format!(
+        "{admin}[upstream.a]\nservers = [\"{}\"]\n\n[upstream.b]\nservers = [\"{}\"]\n\n[[route]]\nupstream = \"a\"\n",
+        a.addr, b.addr
+    );
+    let p = Proc::start(&base, 1);
+    assert!(until_body(p.addr, "/new", "hello from a").await);
+
+    // SIGHUP.
+    p.rewrite(&format!(
+        "{base}\n[[route]]\nname = \"new\"\npath_prefix = \"/new\"\nupstream = \"b\"\n"
+    ));
+    p.signal("-HUP");
+    assert!(
+        until_body(p.addr, "/new", "hello from b").await,
+        "SIGHUP applied the new route"
+    );
+
+    // `waygate reload` with an invalid config: rejected, exit 1, old config serves.
+    p.rewrite(&format!("{base}\n[[route]]\nupstream = \"nope\"\n"));
+    let out = Command::new(BIN)
+        .args(["reload", "--config"])
+        .arg(&p.cfg)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("reload rejected (422)"), "{stderr}");
+    assert!(
+        stderr.contains("waygate.toml:") && stderr.contains("`nope`"),
+        "{stderr}"
+    );
+    assert!(until_body(p.addr, "/new", "hello from b").await);
+
+    // `waygate reload` with a valid one: what changed, exit 0.
+    p.rewrite(&format!(
+        "{base}\n[[route]]\nname = \"newer\"\npath_prefix = \"/newer\"\nupstream = \"b\"\n"
+    ));
+    let out = Command::new(BIN)
+        .args(["reload", "--config"])
+        .arg(&p.cfg)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("reloaded: generation"), "{stdout}");
+    assert!(stdout.contains("routes added: newer"), "{stdout}");
+    assert!(stdout.contains("routes removed: new"), "{stdout}");
+    assert!(until_body(p.addr, "/newer", "hello from b").await);
+
+    drop(p);
+
+    // watch = true: a changed file is picked up without a signal.
+    let watched = format!("[gateway]\nwatch = true\n\n{base}");
+    let p = Proc::start(&watched, 1);
+    assert!(until_body(p.addr, "/watched", "hello from a").await);
+    p.rewrite(&format!(
+        "{watched}\n[[route]]\nname = \"watched\"\npath_prefix = \"/watched\"\nupstream = \"b\"\n"
+    ));
+    assert!(
+        until_body(p.addr, "/watched", "hello from b").await,
+        "file change applied"
+    );
 }

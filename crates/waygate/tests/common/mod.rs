@@ -22,6 +22,9 @@ pub struct TestGateway {
     /// The admin listener, when the config has `[admin]`.
     pub admin: Option<SocketAddr>,
     pub log_path: PathBuf,
+    /// The config file, which `rewrite` changes and a reload reads.
+    pub config_path: PathBuf,
+    pub gateway: Gateway,
     _dir: tempfile::TempDir,
     _stop: oneshot::Sender<()>,
 }
@@ -36,14 +39,15 @@ impl TestGateway {
     pub async fn start_with(listener: &str, rest: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let log_path = dir.path().join("access.log");
-        let toml = format!(
-            "[[listener]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n{listener}\n[access_log]\ntarget = \"{}\"\n\n{rest}",
-            log_path.display()
-        );
-        let loaded = waygate_config::parse(&toml, "test.toml", dir.path())
+        let config_path = dir.path().join("waygate.toml");
+        let toml = config_text(&log_path, listener, rest);
+        std::fs::write(&config_path, &toml).expect("write config");
+        let loaded = waygate_config::load(&config_path)
             .unwrap_or_else(|d| panic!("invalid test config: {d:#?}\n{toml}"));
         let log = AccessLog::file(&log_path).expect("open access log");
-        let gateway = Gateway::build(&loaded.config, log).expect("build");
+        let gateway = Gateway::build(&loaded.config, log)
+            .expect("build")
+            .with_config_path(&config_path);
         let bound = gateway.bind().await.expect("bind");
         let addrs = bound.local_addrs();
         let addr = addrs[0];
@@ -61,7 +65,7 @@ impl TestGateway {
                 std::future::pending(),
             ));
         }
-        tokio::spawn(gateway.serve(bound, async move {
+        tokio::spawn(gateway.clone().serve(bound, async move {
             let _ = stopped.await;
         }));
         Self {
@@ -69,9 +73,21 @@ impl TestGateway {
             addrs,
             admin,
             log_path,
+            config_path,
+            gateway,
             _dir: dir,
             _stop: stop,
         }
+    }
+
+    /// Writes a new config file made like the first one (`listener` lines
+    /// and `rest`); a reload then reads it.
+    pub fn rewrite(&self, listener: &str, rest: &str) {
+        std::fs::write(
+            &self.config_path,
+            config_text(&self.log_path, listener, rest),
+        )
+        .expect("write config");
     }
 
     /// The access-log line of `request_id`, waiting up to 5 s for it.
@@ -151,6 +167,15 @@ impl RawResponse {
             .find_map(|p| p.strip_prefix("error="))
             .map(str::to_owned)
     }
+}
+
+/// A port-0 `[[listener]]` named "public" with `listener` lines, the access
+/// log to `log`, and `rest`.
+fn config_text(log: &std::path::Path, listener: &str, rest: &str) -> String {
+    format!(
+        "[[listener]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n{listener}\n[access_log]\ntarget = \"{}\"\n\n{rest}",
+        log.display()
+    )
 }
 
 /// Sends `GET path` with extra header lines and `Connection: close`, reads

@@ -356,6 +356,7 @@ impl Ctx<'_> {
                 "body_idle_timeout",
                 DEFAULT_BODY_IDLE_TIMEOUT,
             );
+            self.timeouts_make_sense(name, u, connect_timeout, response_timeout);
             let max_response_header_size = match &u.max_response_header_size {
                 None => DEFAULT_MAX_RESPONSE_HEADER_SIZE,
                 Some(v) if (8192..=1 << 24).contains(v.get_ref()) => *v.get_ref(),
@@ -401,6 +402,85 @@ impl Ctx<'_> {
         out
     }
 
+    /// Warns about routes no request can reach. The most specific route
+    /// wins (host, then the longest prefix, then file order), so a broader
+    /// route never hides a narrower one wherever it is; a route is hidden
+    /// only by an earlier one with the same host and path_prefix on every
+    /// listener it serves.
+    fn unreachable_routes(
+        &mut self,
+        routes: &[RouteConfig],
+        placed: &[(usize, Range<usize>)],
+        listeners: &[ListenerConfig],
+    ) {
+        for (i, r) in routes.iter().enumerate() {
+            let hider = routes[..i].iter().position(|e| {
+                e.host == r.host
+                    && e.path_prefix == r.path_prefix
+                    && (e.listener.is_none() || e.listener == r.listener)
+            });
+            if let Some(j) = hider {
+                let (n, span) = placed[i].clone();
+                let (m, _) = placed[j];
+                let on = r.listener.map_or_else(
+                    || "any listener".to_owned(),
+                    |l| format!("listener `{}`", listeners[l].name),
+                );
+                self.warn(
+                    span,
+                    format!(
+                        "route {n} (`{}`) is unreachable: route {m} (`{}`) has the same host and path_prefix `{}` on {on}, and comes first",
+                        r.name, routes[j].name, r.path_prefix
+                    ),
+                    Some("remove one of them, or give them different hosts, path prefixes or listeners".into()),
+                );
+            }
+        }
+    }
+
+    /// Warnings for timeouts that are valid but almost surely a mistake.
+    fn timeouts_make_sense(
+        &mut self,
+        name: &Spanned<String>,
+        u: &RawUpstream,
+        connect: std::time::Duration,
+        response: std::time::Duration,
+    ) {
+        let name = name.get_ref();
+        if let (Some(r), true) = (&u.response_timeout, response < connect) {
+            self.warn(
+                r.span(),
+                format!("response_timeout {response:?} of upstream `{name}` is shorter than its connect_timeout {connect:?}"),
+                Some("the response timeout counts from the request sent to the response head: usually seconds to minutes, while a connect takes milliseconds. Were the two swapped?".into()),
+            );
+        }
+        if let (Some(c), true) = (
+            &u.connect_timeout,
+            connect > std::time::Duration::from_secs(60),
+        ) {
+            self.warn(
+                c.span(),
+                format!("connect_timeout {connect:?} of upstream `{name}` is over a minute"),
+                Some("a reachable server accepts in milliseconds; a long connect timeout only makes requests to a dead server hang. Did you mean seconds?".into()),
+            );
+        }
+        for (key, d) in [
+            ("response_timeout", &u.response_timeout),
+            ("body_idle_timeout", &u.body_idle_timeout),
+        ] {
+            if let Some(d) = d
+                .as_ref()
+                .filter(|d| d.get_ref().0 > std::time::Duration::from_secs(86_400))
+            {
+                self.warn(
+                    d.span(),
+                    format!("{key} {:?} of upstream `{name}` is over a day", d.get_ref().0),
+                    Some("a client or an upstream that stalls holds a connection that long; did you mean a smaller unit?".into()),
+                );
+            }
+        }
+    }
+
     fn timeout(
         &mut self,
         raw: &Option<Spanned<crate::Duration>>,
@@ -429,9 +509,24 @@ impl Ctx<'_> {
         rate_limits: &[RateLimitConfig],
     ) -> Vec<RouteConfig> {
         let mut out = Vec::new();
-        for (i, r) in raw.iter().enumerate() {
+        // (position, span) of each route in `out`.
+        let mut placed: Vec<(usize, Range<usize>)> = Vec::new();
+        let mut names: HashMap<String, usize> = HashMap::new();
+        for (i, spanned) in raw.iter().enumerate() {
             let n = i + 1;
-            let r = r.get_ref();
+            let r = spanned.get_ref();
+            if let Some(name) = &r.name {
+                if let Some(prev) = names.insert(name.get_ref().clone(), n) {
+                    self.error(
+                        name.span(),
+                        format!(
+                            "route name `{}` is already used by route {prev}",
+                            name.get_ref()
+                        ),
+                        Some("route names label logs and metrics: give each route its own".into()),
+                    );
+                }
+            }
             let upstream = self.resolve(
                 &r.upstream,
                 "upstream",
@@ -513,8 +608,10 @@ impl Ctx<'_> {
                     rate_limit,
                     priority,
                 });
+                placed.push((n, spanned.span()));
             }
         }
+        self.unreachable_routes(&out, &placed, listeners);
         if raw.is_empty() {
             self.warn(
                 0..0,

@@ -61,7 +61,7 @@ pub async fn run_checker(server: Arc<ServerState>, addr: ServerAddr, cfg: Health
 
 /// One check of `addr`, bounded by the check timeout.
 pub async fn check_once(addr: &ServerAddr, cfg: &HealthCheckConfig) -> CheckOutcome {
-    match tokio::time::timeout(cfg.timeout, probe(addr, cfg)).await {
+    match tokio::time::timeout(cfg.timeout, check(addr, cfg)).await {
         Ok(outcome) => outcome,
         Err(_) => CheckOutcome {
             healthy: false,
@@ -70,61 +70,207 @@ pub async fn check_once(addr: &ServerAddr, cfg: &HealthCheckConfig) -> CheckOutc
     }
 }
 
-async fn probe(addr: &ServerAddr, cfg: &HealthCheckConfig) -> CheckOutcome {
-    let fail = |detail: String| CheckOutcome {
-        healthy: false,
-        detail,
-    };
-    let target: SocketAddr = match tokio::net::lookup_host((addr.host.as_str(), addr.port)).await {
-        Ok(mut it) => match it.next() {
-            Some(a) => a,
-            None => return fail("host name resolved to no address".into()),
-        },
-        Err(e) => return fail(format!("DNS error: {e}")),
-    };
-    let stream = match TcpStream::connect(target).await {
-        Ok(s) => s,
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-            return fail("connection refused".into())
-        }
-        Err(e) => return fail(format!("connect failed: {e}")),
-    };
-    let (path, host) = match &cfg.kind {
-        HealthCheckKind::Tcp => {
+async fn check(addr: &ServerAddr, cfg: &HealthCheckConfig) -> CheckOutcome {
+    let first = match resolve(addr).await {
+        Ok(mut all) => all.remove(0),
+        Err(detail) => {
             return CheckOutcome {
-                healthy: true,
-                detail: "connected".into(),
+                healthy: false,
+                detail,
             }
         }
-        HealthCheckKind::Http { path, host } => {
-            (path, host.clone().unwrap_or_else(|| addr.to_string()))
+    };
+    let spec = ProbeSpec::from_check(addr, cfg);
+    let p = probe_addr(first, &spec).await;
+    CheckOutcome {
+        healthy: p.verdict.is_ok(),
+        detail: p.detail,
+    }
+}
+
+/// What a probe found about one server address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The health check passed.
+    Healthy,
+    /// No health check configured: it answered HTTP with a status below 500.
+    Reachable,
+    /// The host name did not resolve.
+    DnsError,
+    /// Nothing listens on the port.
+    Refused,
+    /// No connect, or no response, in time.
+    Timeout,
+    /// The connect failed otherwise (unreachable network, ...).
+    ConnectFailed,
+    /// It answered, but not with HTTP (or closed without answering).
+    BadHttp,
+    /// A valid HTTP answer with a status the check does not accept.
+    Unhealthy,
+}
+
+impl Verdict {
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::Healthy => "healthy",
+            Verdict::Reachable => "reachable",
+            Verdict::DnsError => "dns_error",
+            Verdict::Refused => "refused",
+            Verdict::Timeout => "timeout",
+            Verdict::ConnectFailed => "connect_failed",
+            Verdict::BadHttp => "bad_http",
+            Verdict::Unhealthy => "unhealthy",
         }
-    };
-    let (mut tx, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
-        Ok(x) => x,
-        Err(e) => return fail(format!("handshake failed: {e}")),
-    };
-    let driver = tokio::spawn(conn);
-    let req = Request::get(path.as_str())
-        .header(header::HOST, host)
-        .header(header::USER_AGENT, "waygate-health-check")
-        .header(header::CONNECTION, "close")
-        .body(Empty::<Bytes>::new());
-    let req = match req {
-        Ok(r) => r,
-        Err(e) => return fail(format!("invalid check request: {e}")),
-    };
-    let outcome = match tx.send_request(req).await {
-        Ok(resp) => {
-            let status = resp.status().as_u16();
-            CheckOutcome {
-                healthy: cfg.is_expected(status),
-                detail: format!("status {status}"),
+    }
+
+    pub fn is_ok(self) -> bool {
+        matches!(self, Verdict::Healthy | Verdict::Reachable)
+    }
+}
+
+/// The outcome of probing one address, with timings.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    pub address: SocketAddr,
+    pub verdict: Verdict,
+    /// How long the TCP connect took, if it completed.
+    pub connect: Option<std::time::Duration>,
+    /// From the request sent to the response head, if one came.
+    pub response: Option<std::time::Duration>,
+    /// "GET /healthz answered 200", "connection refused", ...
+    pub detail: String,
+}
+
+/// How to probe: the request to send (none: connect only) and which
+/// statuses pass.
+#[derive(Debug, Clone)]
+pub struct ProbeSpec {
+    /// (path, Host header); `None` connects only.
+    pub request: Option<(String, String)>,
+    /// Inclusive status ranges that pass; `None`: any status below 500.
+    pub expected: Option<Vec<(u16, u16)>>,
+    pub connect_timeout: std::time::Duration,
+    pub response_timeout: std::time::Duration,
+    /// Whether a health check defined this probe (then a pass is "healthy").
+    pub is_health_check: bool,
+}
+
+impl ProbeSpec {
+    /// The upstream's health check, as the checker runs it.
+    pub fn from_check(addr: &ServerAddr, cfg: &HealthCheckConfig) -> Self {
+        Self {
+            request: match &cfg.kind {
+                HealthCheckKind::Tcp => None,
+                HealthCheckKind::Http { path, host } => Some((
+                    path.clone(),
+                    host.clone().unwrap_or_else(|| addr.to_string()),
+                )),
+            },
+            expected: Some(cfg.expected_statuses.clone()),
+            connect_timeout: cfg.timeout,
+            response_timeout: cfg.timeout,
+            is_health_check: true,
+        }
+    }
+}
+
+/// Every address of `addr` (one for an IP, each answer for a host name).
+pub async fn resolve(addr: &ServerAddr) -> Result<Vec<SocketAddr>, String> {
+    match tokio::net::lookup_host((addr.host.as_str(), addr.port)).await {
+        Ok(it) => {
+            let mut v: Vec<SocketAddr> = it.collect();
+            v.dedup();
+            if v.is_empty() {
+                Err("host name resolved to no address".into())
+            } else {
+                Ok(v)
             }
         }
-        Err(e) if e.is_parse() => fail(format!("invalid HTTP response: {e}")),
-        Err(e) => fail(format!("no response: {e}")),
+        Err(e) => Err(format!("DNS error: {e}")),
+    }
+}
+
+/// Connects to `target` and, if the spec has a request, sends it and
+/// classifies the answer.
+pub async fn probe_addr(target: SocketAddr, spec: &ProbeSpec) -> Probe {
+    let started = tokio::time::Instant::now();
+    let mut p = Probe {
+        address: target,
+        verdict: Verdict::Timeout,
+        connect: None,
+        response: None,
+        detail: String::new(),
     };
-    driver.abort();
-    outcome
+    let stream = match tokio::time::timeout(spec.connect_timeout, TcpStream::connect(target)).await
+    {
+        Err(_) => {
+            p.detail = format!("no connection within {:?}", spec.connect_timeout);
+            return p;
+        }
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            p.verdict = Verdict::Refused;
+            p.detail = "connection refused".into();
+            return p;
+        }
+        Ok(Err(e)) => {
+            p.verdict = Verdict::ConnectFailed;
+            p.detail = format!("connect failed: {e}");
+            return p;
+        }
+        Ok(Ok(s)) => s,
+    };
+    p.connect = Some(started.elapsed());
+    let pass = if spec.is_health_check {
+        Verdict::Healthy
+    } else {
+        Verdict::Reachable
+    };
+    let Some((path, host)) = &spec.request else {
+        p.verdict = pass;
+        p.detail = "connected".into();
+        return p;
+    };
+    let sent = tokio::time::Instant::now();
+    let exchange = async {
+        let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        let driver = tokio::spawn(conn);
+        let req = Request::get(path.as_str())
+            .header(header::HOST, host.as_str())
+            .header(header::USER_AGENT, "waygate-health-check")
+            .header(header::CONNECTION, "close")
+            .body(Empty::<Bytes>::new())
+            .unwrap_or_default();
+        let out = tx.send_request(req).await.map(|r| r.status().as_u16());
+        driver.abort();
+        out
+    };
+    match tokio::time::timeout(spec.response_timeout, exchange).await {
+        Err(_) => {
+            p.detail = format!("GET {path}: no response within {:?}", spec.response_timeout);
+        }
+        Ok(Ok(status)) => {
+            p.response = Some(sent.elapsed());
+            let ok = match &spec.expected {
+                Some(ranges) => ranges.iter().any(|(lo, hi)| (*lo..=*hi).contains(&status)),
+                None => status < 500,
+            };
+            p.verdict = if ok { pass } else { Verdict::Unhealthy };
+            p.detail = format!("GET {path} answered {status}");
+            if let (false, Some(ranges)) = (ok, &spec.expected) {
+                let list: Vec<String> =
+                    ranges.iter().map(|(lo, hi)| format!("{lo}-{hi}")).collect();
+                p.detail
+                    .push_str(&format!(" (expected {})", list.join(", ")));
+            }
+        }
+        Ok(Err(e)) if e.is_parse() => {
+            p.verdict = Verdict::BadHttp;
+            p.detail = format!("GET {path}: not a valid HTTP response ({e})");
+        }
+        Ok(Err(e)) => {
+            p.verdict = Verdict::BadHttp;
+            p.detail = format!("GET {path}: no response ({e})");
+        }
+    }
+    p
 }

@@ -14,5 +14,7 @@ mod wrr;
 
 pub use balancer::{Pick, PickReason, ServerSet};
 pub use clock::now_ms;
-pub use health::{check_once, run_checker, CheckOutcome};
+pub use health::{
+    check_once, probe_addr, resolve, run_checker, CheckOutcome, Probe, ProbeSpec, Verdict,
+};
 pub use server::{AdminState, Health, InFlight, Outcome, ServerState};

@@ -58,6 +58,11 @@ enum Command {
         /// Output format; `json` is for CI pipelines.
         #[arg(long, value_enum, default_value_t = check::Format::Text)]
         format: check::Format,
+        /// Also connect to every upstream server (and its health path) and
+        /// report, per server: healthy / reachable / refused / timeout /
+        /// bad_http / unhealthy / dns_error, with timings. Exit 1 if any is not ready.
+        #[arg(long)]
+        probe: bool,
     },
     /// Explain a gateway error by its request id (asks the admin listener).
     Why {
@@ -107,7 +112,11 @@ impl From<AdminArgs> for admin_client::Target {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config, format } => check::check(&config, format),
+        Command::Check {
+            config,
+            format,
+            probe,
+        } => check::check(&config, format, probe),
         Command::Run { config, workers } => {
             logging::init(cli.log_format, cli.log_level.as_deref());
             run::run(&config, workers)

@@ -452,3 +452,91 @@ async fn reload_on_sighup_with_waygate_reload_and_on_file_change() {
         "file change applied"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_probe_classifies_each_kind_of_broken_server() {
+    use std::sync::atomic::AtomicU16;
+    use std::sync::Arc;
+    let healthy = Upstream::start(Behavior::HelloWithHealth(
+        "ok".into(),
+        Arc::new(AtomicU16::new(200)),
+    ))
+    .await
+    .unwrap();
+    let failing = Upstream::start(Behavior::HelloWithHealth(
+        "sick".into(),
+        Arc::new(AtomicU16::new(500)),
+    ))
+    .await
+    .unwrap();
+    let garbage = Upstream::start(Behavior::GarbageStatusLine).await.unwrap();
+    let hole = waygate_test_util::Blackhole::start().await.unwrap();
+    let refused = waygate_test_util::refused_addr();
+    let plain = Upstream::start(Behavior::Hello("plain".into()))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("waygate.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[listener]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n\n\
+             [upstream.checked]\nservers = [\"{}\", \"{}\", \"{}\", \"{}\", \"{}\"]\nconnect_timeout = \"300ms\"\n\
+             [upstream.checked.health_check]\npath = \"/healthz\"\ntimeout = \"500ms\"\n\n\
+             [upstream.plain]\nservers = [\"{}\", \"no-such-host.invalid:80\"]\n\n\
+             [[route]]\nupstream = \"checked\"\n\n[[route]]\npath_prefix = \"/plain\"\nupstream = \"plain\"\n",
+            healthy.addr, failing.addr, refused, hole.addr, garbage.addr, plain.addr
+        ),
+    )
+    .unwrap();
+    let run = |format: &'static str| {
+        let cfg = cfg.clone();
+        tokio::task::spawn_blocking(move || {
+            Command::new(BIN)
+                .args(["check", "--probe", "--format", format, "--config"])
+                .arg(&cfg)
+                .output()
+                .unwrap()
+        })
+    };
+    let out = run("json").await.unwrap();
+    assert_eq!(out.status.code(), Some(1), "not every server is ready");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["valid"], true);
+    let results: Vec<(String, String)> = v["probe"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["server"].as_str().unwrap().to_owned(),
+                p["result"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let want = [
+        (healthy.addr.to_string(), "healthy"),
+        (failing.addr.to_string(), "unhealthy"),
+        (refused.to_string(), "refused"),
+        (hole.addr.to_string(), "timeout"),
+        (garbage.addr.to_string(), "bad_http"),
+        (plain.addr.to_string(), "reachable"),
+        ("no-such-host.invalid:80".to_owned(), "dns_error"),
+    ];
+    let want: Vec<(String, String)> = want.into_iter().map(|(a, b)| (a, b.to_owned())).collect();
+    assert_eq!(results, want);
+    let first = &v["probe"][0];
+    assert!(first["connect_ms"].as_f64().is_some() && first["response_ms"].as_f64().is_some());
+    assert_eq!(
+        v["probe"][1]["detail"],
+        "GET /healthz answered 500 (expected 200-399)"
+    );
+
+    let out = run("text").await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("probe: upstream checked"), "{text}");
+    assert!(
+        text.contains("probe: 2 of 7 server addresses ready"),
+        "{text}"
+    );
+}

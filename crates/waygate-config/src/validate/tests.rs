@@ -206,3 +206,76 @@ fn rate_limit_policies_are_checked_and_referenced() {
     let e = one_error(&src.replace("client_ip+header:x-key", "client_ip+cookie"));
     assert!(e.message.contains("key part `cookie`"), "{}", e.message);
 }
+
+fn warnings(src: &str) -> Vec<Diagnostic> {
+    match parse(src, "t.toml", Path::new(".")) {
+        Ok(l) => l.warnings,
+        Err(d) => panic!("expected a valid config, got {d:#?}"),
+    }
+}
+
+const BASE: &str = "[[listener]]\nname = \"public\"\nlisten = \"127.0.0.1:8080\"\n\n[[listener]]\nname = \"internal\"\nlisten = \"127.0.0.1:8081\"\n\n[upstream.app]\nservers = [\"127.0.0.1:9001\"]\n";
+
+#[test]
+fn a_route_hidden_by_an_identical_earlier_one_is_reported_with_its_position() {
+    let src = format!(
+        "{BASE}\n[[route]]\nname = \"api\"\npath_prefix = \"/api\"\nupstream = \"app\"\n\n[[route]]\nname = \"api-v2\"\npath_prefix = \"/api\"\nupstream = \"app\"\n"
+    );
+    let w = warnings(&src);
+    assert_eq!(w.len(), 1, "{w:#?}");
+    assert_eq!(
+        w[0].message,
+        "route 2 (`api-v2`) is unreachable: route 1 (`api`) has the same host and path_prefix `/api` on any listener, and comes first"
+    );
+    assert_eq!(w[0].line, 17, "{}", w[0]);
+}
+
+#[test]
+fn broader_routes_listed_first_do_not_hide_narrower_ones() {
+    // The most specific route wins wherever it is in the file.
+    let src = format!(
+        "{BASE}\n[[route]]\nupstream = \"app\"\n\n[[route]]\npath_prefix = \"/api\"\nupstream = \"app\"\n\n\
+         [[route]]\nhost = \"*.example.com\"\nupstream = \"app\"\n\n[[route]]\nhost = \"a.example.com\"\nupstream = \"app\"\n"
+    );
+    assert!(warnings(&src).is_empty(), "{:#?}", warnings(&src));
+    // ...but a route for every listener hides the same route for one listener.
+    let src = format!(
+        "{BASE}\n[[route]]\npath_prefix = \"/api\"\nupstream = \"app\"\n\n[[route]]\npath_prefix = \"/api\"\nlistener = \"internal\"\nupstream = \"app\"\n"
+    );
+    let w = warnings(&src);
+    assert_eq!(w.len(), 1, "{w:#?}");
+    assert!(w[0].message.contains("on listener `internal`"), "{}", w[0]);
+}
+
+#[test]
+fn duplicate_route_names_are_errors() {
+    let src = format!(
+        "{BASE}\n[[route]]\nname = \"api\"\npath_prefix = \"/a\"\nupstream = \"app\"\n\n[[route]]\nname = \"api\"\npath_prefix = \"/b\"\nupstream = \"app\"\n"
+    );
+    let e = one_error(&src);
+    assert_eq!(e.message, "route name `api` is already used by route 1");
+    assert_eq!((e.line, e.column), (18, 8));
+}
+
+#[test]
+fn inverted_and_absurd_timeouts_are_warned_about_where_they_are() {
+    let src = format!(
+        "{BASE}connect_timeout = \"5s\"\nresponse_timeout = \"500ms\"\n\n[upstream.slow]\nservers = [\"127.0.0.1:9002\"]\nconnect_timeout = \"10m\"\nbody_idle_timeout = \"48h\"\n\n\
+         [[route]]\nupstream = \"app\"\n\n[[route]]\npath_prefix = \"/slow\"\nupstream = \"slow\"\n"
+    );
+    let w = warnings(&src);
+    let found: Vec<(usize, &str)> = w.iter().map(|d| (d.line, d.message.as_str())).collect();
+    assert_eq!(w.len(), 3, "{found:#?}");
+    assert_eq!(found[0].0, 12);
+    assert!(found[0].1.contains(
+        "response_timeout 500ms of upstream `app` is shorter than its connect_timeout 5s"
+    ));
+    assert_eq!(found[1].0, 16);
+    assert!(found[1]
+        .1
+        .contains("connect_timeout 600s of upstream `slow` is over a minute"));
+    assert_eq!(found[2].0, 17);
+    assert!(found[2]
+        .1
+        .contains("body_idle_timeout 172800s of upstream `slow` is over a day"));
+}

@@ -103,6 +103,8 @@ pub struct GatewayConfig {
     pub max_connections: u32,
     /// Reload when the config file changes.
     pub watch: bool,
+    /// Unix socket for binary upgrades; `None`: derived from the config path.
+    pub upgrade_socket: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -68,7 +68,7 @@ pub(crate) fn validate(
     let access_log = raw
         .access_log
         .map_or(AccessLogTarget::Stdout, |a| access_log(a, base));
-    let gateway = cx.gateway(raw.gateway);
+    let gateway = cx.gateway(raw.gateway, base);
     let listeners = cx.listeners(&raw.listener);
     let upstreams = cx.upstreams(&raw.upstream);
     let rate_limits = cx.rate_limits(&raw.rate_limit);
@@ -186,7 +186,7 @@ impl Ctx<'_> {
         })
     }
 
-    fn gateway(&mut self, raw: Option<RawGateway>) -> GatewayConfig {
+    fn gateway(&mut self, raw: Option<RawGateway>, base: &Path) -> GatewayConfig {
         let mut cfg = GatewayConfig {
             name: DEFAULT_NAME.to_owned(),
             trusted_proxies: Vec::new(),
@@ -194,9 +194,11 @@ impl Ctx<'_> {
             expose_upstream_addresses: false,
             max_connections: DEFAULT_GLOBAL_MAX_CONNECTIONS,
             watch: false,
+            upgrade_socket: None,
         };
         let Some(raw) = raw else { return cfg };
         cfg.watch = raw.watch.unwrap_or(false);
+        cfg.upgrade_socket = raw.upgrade_socket.map(|p| base.join(p));
         if let Some(n) = self.at_least_one(&raw.max_connections, "max_connections") {
             cfg.max_connections = n;
         }

@@ -38,6 +38,9 @@ pub(crate) struct Shared {
     /// and finishes on it, whatever reloads happen meanwhile.
     pub(crate) current: ArcSwap<Runtime>,
     pub(crate) reload: crate::reload::ReloadState,
+    /// A duplicate of each listening socket, by listener name, to hand over
+    /// to a new process in a binary upgrade.
+    pub(crate) sockets: std::sync::Mutex<Vec<(Arc<str>, std::os::fd::OwnedFd)>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -153,6 +156,7 @@ impl Gateway {
             shared: Arc::new(Shared {
                 current: ArcSwap::from_pointee(rt),
                 reload: crate::reload::ReloadState::default(),
+                sockets: std::sync::Mutex::new(Vec::new()),
             }),
         })
     }

@@ -97,6 +97,48 @@ impl Gateway {
         Ok(Bound { listeners })
     }
 
+    /// Like [`Gateway::bind`], but takes over `inherited` listening sockets
+    /// (from the process being upgraded) for the listeners of the same name
+    /// and address; binds the others. Inherited sockets no listener wants
+    /// are closed.
+    pub async fn bind_inherited(
+        &self,
+        mut inherited: HashMap<String, std::net::TcpListener>,
+    ) -> io::Result<Bound> {
+        let rt = self.rt();
+        let mut listeners = Vec::new();
+        for l in &rt.listeners {
+            let reuse = inherited.remove(&*l.name).filter(|s| {
+                s.local_addr().is_ok_and(|a| {
+                    a == l.listen || (l.listen.port() == 0 && a.ip() == l.listen.ip())
+                })
+            });
+            let tcp = match reuse {
+                Some(s) => {
+                    s.set_nonblocking(true)?;
+                    TcpListener::from_std(s)?
+                }
+                None => bind_one(&l.name, l.listen).await?,
+            };
+            listeners.push((l.name.clone(), tcp));
+        }
+        Ok(Bound { listeners })
+    }
+
+    /// Duplicates of the listening sockets being served, by listener name,
+    /// for a binary upgrade.
+    pub fn listening_sockets(&self) -> io::Result<Vec<(String, std::os::fd::OwnedFd)>> {
+        let sockets = self
+            .shared
+            .sockets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        sockets
+            .iter()
+            .map(|(name, fd)| Ok((name.to_string(), fd.try_clone()?)))
+            .collect()
+    }
+
     /// Serves until `shutdown` completes, applying reloads meanwhile, then
     /// drains: stops accepting, lets in-flight requests finish for up to
     /// the drain timeout. Returns whether every connection finished in time.
@@ -127,6 +169,11 @@ impl Gateway {
             t.abort();
         }
         drop(supervisors);
+        self.shared
+            .sockets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         let mut gracefuls = Vec::new();
         for (_, r) in running {
             gracefuls.push(r.stop().await);
@@ -158,9 +205,19 @@ impl Gateway {
     }
 
     fn start_listener(&self, name: Arc<str>, tcp: TcpListener) -> Running {
+        use std::os::fd::AsFd;
         let listen = tcp
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        if let Ok(dup) = tcp.as_fd().try_clone_to_owned() {
+            let mut sockets = self
+                .shared
+                .sockets
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            sockets.retain(|(n, _)| *n != name);
+            sockets.push((name.clone(), dup));
+        }
         let (stop, stop_rx) = watch::channel(false);
         let task = tokio::spawn(accept_loop(self.shared.clone(), name, tcp, stop_rx));
         Running { listen, stop, task }
@@ -204,6 +261,11 @@ impl Gateway {
             .cloned()
             .collect();
         for name in gone {
+            self.shared
+                .sockets
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|(n, _)| *n != name);
             if let Some(r) = running.remove(&name) {
                 let drain = new.drain_timeout;
                 let graceful = r.stop().await;

@@ -7,6 +7,7 @@ mod demo;
 mod logging;
 mod reload;
 mod run;
+mod upgrade;
 mod why;
 
 use std::path::PathBuf;
@@ -50,6 +51,10 @@ enum Command {
         /// Worker threads (default: the number of cores).
         #[arg(long)]
         workers: Option<usize>,
+        /// Take over the listening sockets of the waygate running with the
+        /// same config (binary upgrade); it then drains and exits.
+        #[arg(long)]
+        upgrade: bool,
     },
     /// Validate a config file: prints errors and warnings, exits 0 if valid, 1 if not.
     Check {
@@ -76,6 +81,13 @@ enum Command {
     Reload {
         #[command(flatten)]
         admin: AdminArgs,
+    },
+    /// Replace the running gateway by a new process of the binary on disk
+    /// (after a package upgrade) without dropping a connection: the new one
+    /// takes over the listening sockets, the old one drains and exits.
+    Upgrade {
+        #[arg(long, short, default_value = "waygate.toml")]
+        config: PathBuf,
     },
     /// Start the gateway in front of built-in demo upstreams that fail in every way.
     Demo {
@@ -117,10 +129,15 @@ fn main() -> ExitCode {
             format,
             probe,
         } => check::check(&config, format, probe),
-        Command::Run { config, workers } => {
+        Command::Run {
+            config,
+            workers,
+            upgrade,
+        } => {
             logging::init(cli.log_format, cli.log_level.as_deref());
-            run::run(&config, workers)
+            run::run(&config, workers, upgrade)
         }
+        Command::Upgrade { config } => upgrade::upgrade(&config),
         Command::Why { request_id, admin } => why::why(&request_id, admin.into()),
         Command::Reload { admin } => reload::reload(admin.into()),
         Command::Demo { listen } => {

@@ -9,7 +9,7 @@ use waygate_config::{AccessLogFormat, AccessLogTarget, Config};
 use waygate_proxy::Gateway;
 use waygate_telemetry::{AccessLog, LogFormat};
 
-pub(crate) fn run(path: &Path, workers: Option<usize>) -> ExitCode {
+pub(crate) fn run(path: &Path, workers: Option<usize>, upgrade: bool) -> ExitCode {
     let loaded = match waygate_config::load(path) {
         Ok(l) => l,
         Err(diags) => {
@@ -22,7 +22,7 @@ pub(crate) fn run(path: &Path, workers: Option<usize>) -> ExitCode {
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
-    match runtime(workers).and_then(|rt| rt.block_on(serve(path, loaded.config))) {
+    match runtime(workers).and_then(|rt| rt.block_on(serve(path, loaded.config, upgrade))) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -63,7 +63,15 @@ pub(crate) fn access_log(config: &Config) -> anyhow::Result<AccessLog> {
     })
 }
 
-async fn serve(path: &Path, config: Config) -> anyhow::Result<()> {
+async fn serve(path: &Path, config: Config, upgrade: bool) -> anyhow::Result<()> {
+    let socket = crate::upgrade::socket_path(path, config.gateway.upgrade_socket.as_deref());
+    // A binary upgrade: take the listening sockets of the running process.
+    let mut inherited = if upgrade {
+        let socket = socket.clone();
+        Some(tokio::task::spawn_blocking(move || crate::upgrade::take_over(&socket)).await??)
+    } else {
+        None
+    };
     let log = access_log(&config)?;
     reopen_on_sigusr1(log.clone());
     let gateway = Gateway::build(&config, log)?.with_config_path(path);
@@ -71,15 +79,28 @@ async fn serve(path: &Path, config: Config) -> anyhow::Result<()> {
     if config.gateway.watch {
         tokio::spawn(watch(path.to_owned(), gateway.clone()));
     }
-    let bound = gateway.bind().await?;
+    // The old admin socket, kept apart from the public ones.
+    let old_admin = inherited
+        .as_mut()
+        .and_then(|i| i.listeners.remove(crate::upgrade::ADMIN));
+    let bound = match &mut inherited {
+        Some(i) => {
+            gateway
+                .bind_inherited(std::mem::take(&mut i.listeners))
+                .await?
+        }
+        None => gateway.bind().await?,
+    };
     for (l, addr) in config.listeners.iter().zip(bound.local_addrs()) {
         tracing::info!(listener = %l.name, %addr, "listening");
     }
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut admin_fd = None;
     if let Some(admin) = &config.admin {
-        let listener = tokio::net::TcpListener::bind(admin.listen)
-            .await
-            .with_context(|| format!("cannot listen on {} (admin)", admin.listen))?;
+        let listener = admin_listener(admin.listen, old_admin).await?;
+        admin_fd = std::os::fd::AsFd::as_fd(&listener)
+            .try_clone_to_owned()
+            .ok();
         tracing::info!(addr = %admin.listen, "admin listening");
         let stopped = async move {
             let _ = admin_stopped.await;
@@ -91,9 +112,52 @@ async fn serve(path: &Path, config: Config) -> anyhow::Result<()> {
             stopped,
         ));
     }
-    gateway.serve(bound, shutdown_signal()).await;
+    let handover = std::sync::Arc::new(crate::upgrade::Handover::new(gateway.clone(), admin_fd));
+    let handed_over = handover.done.clone();
+    let serving = tokio::spawn(gateway.serve(bound, async move {
+        tokio::select! {
+            _ = shutdown_signal() => {}
+            _ = handed_over.notified() => {}
+        }
+    }));
+    if let Some(i) = inherited {
+        // Serving: the old process may stop accepting now. If it does not
+        // answer, this process serves on anyway (it holds the sockets and
+        // may have accepted connections already).
+        match tokio::task::spawn_blocking(move || i.ready()).await {
+            Ok(Ok(())) => tracing::info!("took over from the old process"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %format!("{e:#}"), "the old process did not acknowledge the take-over")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the old process did not acknowledge the take-over")
+            }
+        }
+    }
+    if let Err(e) = crate::upgrade::listen(&socket, handover, upgrade) {
+        tracing::warn!(error = %format!("{e:#}"), "binary upgrades are disabled");
+    }
+    let pid = std::process::id();
+    crate::upgrade::notify_systemd(&format!("MAINPID={pid}\nREADY=1"));
+    let _ = serving.await;
     let _ = stop_admin.send(());
     Ok(())
+}
+
+/// The admin listener: handed over by the old process if its address is
+/// unchanged, bound otherwise.
+async fn admin_listener(
+    addr: std::net::SocketAddr,
+    inherited: Option<std::net::TcpListener>,
+) -> anyhow::Result<tokio::net::TcpListener> {
+    let taken = inherited.filter(|l| l.local_addr().is_ok_and(|a| a == addr));
+    if let Some(l) = taken {
+        l.set_nonblocking(true)?;
+        return Ok(tokio::net::TcpListener::from_std(l)?);
+    }
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (admin)"))
 }
 
 /// Reloads the config file on SIGHUP (the outcome is logged).

@@ -540,3 +540,174 @@ async fn check_probe_classifies_each_kind_of_broken_server() {
         "{text}"
     );
 }
+
+/// Kills a process by pid when dropped (the upgraded process is not our child).
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.0.to_string()).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_upgrade_under_load_refuses_and_fails_nothing() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    let fast = Upstream::start(Behavior::Hello("app".into()))
+        .await
+        .unwrap();
+    let slow = Upstream::start(Behavior::SlowHead(Duration::from_millis(800)))
+        .await
+        .unwrap();
+    let admin_port = free_port();
+    let rest = format!(
+        "[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\n[upstream.app]\nservers = [\"{}\"]\n\n[upstream.slow]\nservers = [\"{}\"]\n\n\
+         [[route]]\nupstream = \"app\"\n\n[[route]]\npath_prefix = \"/slow\"\nupstream = \"slow\"\n",
+        fast.addr, slow.addr
+    );
+    let mut old = Proc::start(&rest, 1);
+    let addr = old.addr;
+    // Steady load: a new connection per request, so a refused connection shows.
+    #[derive(Default)]
+    struct Counts {
+        ok: AtomicU64,
+        failed: AtomicU64,
+        refused: AtomicU64,
+        stop: AtomicBool,
+    }
+    let counts = Arc::new(Counts::default());
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let c = counts.clone();
+        load.push(tokio::spawn(async move {
+            while !c.stop.load(Ordering::Relaxed) {
+                let Ok(mut s) = TcpStream::connect(addr).await else {
+                    c.refused.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
+                let _ = s
+                    .write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+                    .await;
+                let mut buf = Vec::new();
+                let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+                let ok = buf.starts_with(b"HTTP/1.1 200") && buf.ends_with(b"/\n");
+                let counter = if ok { &c.ok } else { &c.failed };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // An upgrade to a config the new process rejects fails, and changes nothing.
+    old.rewrite(&format!("{rest}\n[[route]]\nupstream = \"nope\"\n"));
+    let cfg = old.cfg.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(["upgrade", "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("before taking over"), "{stderr}");
+    old.rewrite(&rest);
+    // A request in flight on the old process across the hand-over.
+    let in_flight = tokio::spawn(async move { common::get(addr, "/slow", &[]).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let cfg = old.cfg.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(["upgrade", "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let new_pid: u32 = stdout
+        .split_whitespace()
+        .find_map(|w| w.parse().ok())
+        .expect("the new pid in the output");
+    let _new = KillOnDrop(new_pid);
+    assert_ne!(new_pid, old.pid());
+    // The old process finishes the in-flight request, then exits 0.
+    let r = in_flight.await.unwrap();
+    assert_eq!(
+        r.status, 200,
+        "the in-flight request finished on the old process"
+    );
+    let status = tokio::task::spawn_blocking(move || {
+        let st = old.wait_exit(Duration::from_secs(10));
+        (st, old)
+    })
+    .await
+    .unwrap();
+    assert!(
+        status.0.is_some_and(|s| s.success()),
+        "old exits 0 after draining: {:?}",
+        status.0
+    );
+    // Load goes on against the new process alone.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    counts.stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.await.unwrap();
+    }
+    let (ok, failed, refused) = (
+        counts.ok.load(Ordering::Relaxed),
+        counts.failed.load(Ordering::Relaxed),
+        counts.refused.load(Ordering::Relaxed),
+    );
+    assert_eq!((failed, refused), (0, 0), "{ok} requests succeeded");
+    assert!(ok > 50, "the load ran: {ok}");
+    assert!(
+        std::path::Path::new(&format!("/proc/{new_pid}")).exists(),
+        "the new process serves"
+    );
+    // The admin listener moved over too.
+    let m = common::get(
+        format!("127.0.0.1:{admin_port}").parse().unwrap(),
+        "/healthz",
+        &[],
+    )
+    .await;
+    assert_eq!(m.status, 200);
+}
+
+#[test]
+fn tells_systemd_it_is_ready_with_its_pid() {
+    let dir = tempfile::tempdir().unwrap();
+    let notify = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&notify).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let cfg = dir.path().join("waygate.toml");
+    std::fs::write(
+        &cfg,
+        "[[listener]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n\n[access_log]\ntarget = \"off\"\n",
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", "--workers", "1", "--config"])
+        .arg(&cfg)
+        .env("NOTIFY_SOCKET", &notify)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let got = sock.recv(&mut buf);
+    let _ = child.kill();
+    let _ = child.wait();
+    let n = got.expect("a notification");
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert_eq!(text, format!("MAINPID={}\nREADY=1", child.id()));
+}

@@ -324,3 +324,30 @@ async fn one_keep_alive(s: &mut tokio::net::TcpStream, req: &[u8]) {
     tokio::time::sleep(Duration::from_millis(20)).await;
     let _ = tokio::time::timeout(Duration::from_millis(20), s.read(&mut tmp)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streaming_response_survives_reloads_that_replace_its_upstream() {
+    let slow = Upstream::start(Behavior::SlowBody(Duration::from_millis(600)))
+        .await
+        .unwrap();
+    let other = Upstream::start(Behavior::Hello("other".into()))
+        .await
+        .unwrap();
+    let cfg = |servers: &str| {
+        format!("[upstream.app]\nservers = [{servers}]\n\n[[route]]\nupstream = \"app\"\n")
+    };
+    let gw = common::TestGateway::start(&cfg(&format!("\"{}\"", slow.addr))).await;
+    let addr = gw.addr;
+    let streaming = tokio::spawn(async move { common::get(addr, "/", &[]).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The upstream's only server is replaced twice while the body streams.
+    gw.rewrite("", &cfg(&format!("\"{}\"", other.addr)));
+    let report = gw.gateway.reload().await.unwrap();
+    assert_eq!(report.servers.removed, [format!("app/{}", slow.addr)]);
+    gw.rewrite("", &cfg(&format!("\"{}\", \"{}\"", other.addr, slow.addr)));
+    gw.gateway.reload().await.unwrap();
+    let r = streaming.await.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "first part|second...", "the body arrived whole");
+    assert!(common::get(addr, "/", &[]).await.text().len() > 1);
+}

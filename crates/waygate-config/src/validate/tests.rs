@@ -279,3 +279,28 @@ fn inverted_and_absurd_timeouts_are_warned_about_where_they_are() {
         .1
         .contains("body_idle_timeout 172800s of upstream `slow` is over a day"));
 }
+
+/// What the fuzzer (`fuzz/`) checks at length, in miniature on every test
+/// run: every prefix of the richest seed config, and each line of it
+/// removed, gives a config or diagnostics, never a panic.
+#[test]
+fn truncated_and_damaged_configs_never_panic() {
+    let full = include_str!("../../../../fuzz/corpus/config/full.toml");
+    for end in (0..=full.len()).filter(|i| full.is_char_boundary(*i)) {
+        if let Err(d) = parse(&full[..end], "t.toml", Path::new("/nonexistent")) {
+            for x in d {
+                let _ = x.to_string();
+            }
+        }
+    }
+    let lines: Vec<&str> = full.lines().collect();
+    for skip in 0..lines.len() {
+        let src: Vec<&str> = lines
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != skip)
+            .map(|(_, l)| *l)
+            .collect();
+        let _ = parse(&src.join("\n"), "t.toml", Path::new("/nonexistent"));
+    }
+}

@@ -208,6 +208,7 @@ pub struct UpstreamConfig {
     pub outlier: OutlierConfig,
     pub retry: RetryConfig,
     pub limits: LimitsConfig,
+    pub adaptive: Option<AdaptiveConfig>,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
     pub body_idle_timeout: Duration,
@@ -294,6 +295,17 @@ pub struct LimitsConfig {
     pub max_in_flight_per_server: Option<u32>,
     pub max_queue: u32,
     pub queue_timeout: Duration,
+}
+
+/// `[upstream.<name>.adaptive_concurrency]`: a limit on requests in flight
+/// learned from latency.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdaptiveConfig {
+    pub min_limit: u32,
+    pub max_limit: u32,
+    pub initial_limit: u32,
+    pub interval: Duration,
+    pub min_rtt_interval: Duration,
 }
 
 /// A server as configured: a host (IP or DNS name) and a port.

@@ -164,6 +164,8 @@ pub struct RawUpstream {
     pub retry: Option<RawRetry>,
     /// Circuit-breaking limits for the whole upstream.
     pub limits: Option<RawLimits>,
+    /// A concurrency limit learned from latency (present: enabled).
+    pub adaptive_concurrency: Option<Spanned<RawAdaptive>>,
     /// Longest time to establish a TCP connection (including DNS).
     pub connect_timeout: Option<Spanned<Duration>>,
     /// Longest time from the end of the request to the response head.
@@ -240,6 +242,21 @@ pub struct RawRetry {
     pub budget_min_per_second: Option<u32>,
     /// Largest request body kept in memory so it can be replayed (default 65536).
     pub max_replay_body: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdaptive {
+    /// The limit never goes below this (default 3).
+    pub min_limit: Option<Spanned<u32>>,
+    /// ... nor above this (default 1000).
+    pub max_limit: Option<Spanned<u32>>,
+    /// The limit to start from (default 20).
+    pub initial_limit: Option<Spanned<u32>>,
+    /// How often the limit is recomputed from latency (default 100ms).
+    pub interval: Option<Spanned<Duration>>,
+    /// How often the unloaded latency is measured again (default 30s).
+    pub min_rtt_interval: Option<Spanned<Duration>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -376,6 +376,10 @@ impl Ctx<'_> {
             let outlier = self.outlier(u.outlier_detection.as_ref());
             let retry = self.retry(u.retry.as_ref());
             let limits = self.limits(u.limits.as_ref());
+            let adaptive = u
+                .adaptive_concurrency
+                .as_ref()
+                .and_then(|a| self.adaptive(a));
             out.push(UpstreamConfig {
                 name: name.get_ref().clone(),
                 servers,
@@ -390,6 +394,7 @@ impl Ctx<'_> {
                 outlier,
                 retry,
                 limits,
+                adaptive,
                 connect_timeout,
                 response_timeout,
                 body_idle_timeout,

@@ -105,6 +105,7 @@ pub(crate) struct Finish {
     /// the response is over.
     pub(crate) in_flight: Option<waygate_upstream::InFlight>,
     pub(crate) permit: Option<waygate_resilience::RequestPermit>,
+    pub(crate) adaptive: Option<waygate_resilience::AdaptivePermit>,
     state: State,
 }
 
@@ -305,6 +306,7 @@ impl Finish {
             upload: None,
             in_flight: None,
             permit: None,
+            adaptive: None,
             state: State::Waiting,
         }
     }

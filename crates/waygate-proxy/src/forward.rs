@@ -191,6 +191,20 @@ async fn forward(
         )
     })?;
     finish.permit = Some(permit);
+    if let Some(a) = &upstream.adaptive {
+        let permit = a.try_acquire().ok_or_else(|| {
+            let (usual, now) = a.latencies_ms();
+            GatewayError::new(
+                Cause::UpstreamLimitReached,
+                format!(
+                    "upstream {}: adaptive concurrency limit {} reached (latency {now:.1} ms against {usual:.1} ms when not overloaded)",
+                    upstream.name,
+                    a.limit()
+                ),
+            )
+        })?;
+        finish.adaptive = Some(permit);
+    }
 
     // Prepare the request and its body.
     let key = upstream.hash_key.as_ref().map(|k| hash_key(k, conn, &req));
@@ -237,12 +251,17 @@ async fn forward(
         let more = tried.len() < upstream.retry.max_attempts as usize;
         let in_flight = pick.server.start();
         let pool = &members.pools[index];
+        let sent_at = tokio::time::Instant::now();
         let result = attempt::run(upstream, pool, &pick, &mut parts, &mut body, more, finish).await;
         in_flight.observe();
         match result {
             Ok((resp, conn)) => {
                 let status = resp.status().as_u16();
                 let failed = status >= 500;
+                if let (Some(a), Some(p), false) = (&upstream.adaptive, &finish.adaptive, failed) {
+                    let rtt = sent_at.elapsed().as_micros() as u64;
+                    a.record(p, rtt, waygate_upstream::now_ms() * 1000);
+                }
                 members.set.record(
                     &pick.server,
                     if failed {

@@ -465,6 +465,19 @@ impl Collector for GatewayCollector {
             }
         }
 
+        let mut e = enc.encode_descriptor(
+            "waygate_upstream_concurrency_limit",
+            "The adaptive concurrency limit learned from latency (upstreams with [adaptive_concurrency])",
+            None,
+            MetricType::Gauge,
+        )?;
+        for u in &rt.upstreams {
+            if let Some(a) = &u.adaptive {
+                ConstGauge::new(i64::from(a.limit()))
+                    .encode(e.encode_family(&[("upstream", &*u.name)])?)?;
+            }
+        }
+
         let views = self.0.upstreams();
         for (name, help) in [
             (

@@ -134,6 +134,8 @@ pub(crate) struct Upstream {
     pub(crate) retry: RetryConfig,
     pub(crate) budget: RetryBudget,
     pub(crate) limits: Limits,
+    /// The concurrency limit learned from latency, if configured.
+    pub(crate) adaptive: Option<waygate_resilience::AdaptiveLimit>,
     pub(crate) released: Arc<Notify>,
     pub(crate) health_check: Option<HealthCheckConfig>,
     pub(crate) balance: &'static str,
@@ -490,6 +492,10 @@ impl Upstream {
             retry: u.retry.clone(),
             budget: RetryBudget::new(u.retry.budget_percent, u.retry.budget_min_per_second),
             limits: Limits::new(&u.limits),
+            adaptive: u
+                .adaptive
+                .as_ref()
+                .map(waygate_resilience::AdaptiveLimit::new),
             released,
             health_check: u.health_check.clone(),
             balance: u.balance.name(),

@@ -59,6 +59,9 @@ pub enum Behavior {
     /// Answers 200 once the test adds a permit to the semaphore (one per
     /// request): a server held busy for exactly as long as a test wants.
     Gated(Arc<tokio::sync::Semaphore>),
+    /// Serves at most the semaphore's permits at a time, each in this long;
+    /// the others wait (queue) for a permit: latency grows with overload.
+    Capacity(Arc<tokio::sync::Semaphore>, Duration),
 }
 
 /// A request as the upstream saw it.
@@ -288,6 +291,11 @@ async fn respond(stream: &mut TcpStream, behavior: &Behavior, req: &Seen) -> io:
             stream.flush().await?;
             tokio::time::sleep(Duration::from_millis(20)).await;
             return Ok(false);
+        }
+        Behavior::Capacity(slots, service) => {
+            let _slot = slots.acquire().await;
+            tokio::time::sleep(*service).await;
+            write_response(stream, 200, "OK", &[], b"served\n").await?;
         }
         Behavior::Gated(gate) => {
             if let Ok(permit) = gate.acquire().await {

@@ -346,6 +346,40 @@ impl Ctx<'_> {
 }
 
 impl Ctx<'_> {
+    pub(super) fn adaptive(&mut self, raw: &Spanned<RawAdaptive>) -> Option<AdaptiveConfig> {
+        let a = raw.get_ref();
+        let min = self.at_least_one(&a.min_limit, "min_limit").unwrap_or(3);
+        let max = self.at_least_one(&a.max_limit, "max_limit").unwrap_or(1000);
+        let initial = self
+            .at_least_one(&a.initial_limit, "initial_limit")
+            .unwrap_or(20);
+        let interval = self.timeout(
+            &a.interval,
+            "interval",
+            std::time::Duration::from_millis(100),
+        );
+        let min_rtt_interval = self.timeout(
+            &a.min_rtt_interval,
+            "min_rtt_interval",
+            std::time::Duration::from_secs(30),
+        );
+        if min > max {
+            self.error(
+                raw.span(),
+                format!("adaptive_concurrency min_limit {min} is above max_limit {max}"),
+                Some("min_limit must be at most max_limit".into()),
+            );
+            return None;
+        }
+        Some(AdaptiveConfig {
+            min_limit: min,
+            max_limit: max,
+            initial_limit: initial.clamp(min, max),
+            interval,
+            min_rtt_interval,
+        })
+    }
+
     pub(super) fn rate_limits(
         &mut self,
         raw: &std::collections::BTreeMap<Spanned<String>, Spanned<RawRateLimit>>,

@@ -55,6 +55,11 @@ pub enum Cause {
     UpstreamWriteTimeout,
     /// The client's request body could not be read (invalid chunked encoding).
     ClientBodyError,
+    /// The request is not valid HTTP/1.1 in a way that could make the
+    /// gateway and the upstream disagree about it (RFC 9112: both
+    /// Content-Length and Transfer-Encoding, an unknown transfer coding,
+    /// no Host or several): refused, never forwarded.
+    InvalidRequest,
     /// The request body is larger than the listener's `max_request_body_size`.
     RequestBodyTooLarge,
     /// The client is over a rate-limit policy of the route.
@@ -104,6 +109,7 @@ impl Cause {
         Cause::ResponseBodyTimeout,
         Cause::UpstreamWriteTimeout,
         Cause::ClientBodyError,
+        Cause::InvalidRequest,
         Cause::RequestBodyTooLarge,
         Cause::RateLimited,
         Cause::ClientBodyTimeout,
@@ -134,6 +140,7 @@ impl Cause {
             Cause::ResponseBodyTimeout => "response_body_timeout",
             Cause::UpstreamWriteTimeout => "upstream_write_timeout",
             Cause::ClientBodyError => "client_body_error",
+            Cause::InvalidRequest => "invalid_request",
             Cause::RequestBodyTooLarge => "request_body_too_large",
             Cause::RateLimited => "rate_limited",
             Cause::ClientBodyTimeout => "client_body_timeout",
@@ -164,7 +171,7 @@ impl Cause {
             | Cause::ResponseTimeout
             | Cause::ResponseBodyTimeout
             | Cause::UpstreamWriteTimeout => 504,
-            Cause::ClientBodyError => 400,
+            Cause::ClientBodyError | Cause::InvalidRequest => 400,
             Cause::RequestBodyTooLarge => 413,
             Cause::RateLimited => 429,
             Cause::ClientBodyTimeout => 408,
@@ -194,9 +201,10 @@ impl Cause {
             Cause::ResponseBodyTimeout => "connection_read_timeout",
             Cause::UpstreamWriteTimeout => "connection_write_timeout",
             Cause::RateLimited => "http_request_denied",
-            Cause::ClientBodyError | Cause::ClientBodyTimeout | Cause::RequestBodyTooLarge => {
-                "http_request_error"
-            }
+            Cause::ClientBodyError
+            | Cause::InvalidRequest
+            | Cause::ClientBodyTimeout
+            | Cause::RequestBodyTooLarge => "http_request_error",
             Cause::ClientClosed => "proxy_internal_response",
             Cause::InternalError => "proxy_internal_error",
         }
@@ -206,6 +214,7 @@ impl Cause {
     pub fn side(self) -> Side {
         match self {
             Cause::ClientBodyError
+            | Cause::InvalidRequest
             | Cause::ClientBodyTimeout
             | Cause::ClientClosed
             | Cause::RequestBodyTooLarge => Side::Downstream,
@@ -235,6 +244,7 @@ impl Cause {
             | Cause::ResponseBodyInvalid
             | Cause::ResponseBodyTruncated => "The service sent a broken response",
             Cause::ClientBodyError => "The request body could not be read",
+            Cause::InvalidRequest => "The request is malformed",
             Cause::RequestBodyTooLarge => "The request body is too large",
             Cause::RateLimited => "Too many requests",
             Cause::ClientBodyTimeout => "The request body arrived too slowly",
@@ -301,6 +311,7 @@ impl Cause {
                 "The server behind this service stopped accepting the body of your request."
             }
             Cause::ClientBodyError => "The body of your request was malformed or cut short.",
+            Cause::InvalidRequest => "Your request was not valid HTTP (for example it gave its length in two ways), so it was refused without being passed on.",
             Cause::RequestBodyTooLarge => "The body of your request is larger than this site accepts.",
             Cause::RateLimited => "You sent more requests than this site allows in a short time; slow down and try again shortly.",
             Cause::ClientBodyTimeout => "The body of your request stopped arriving for too long.",
@@ -390,6 +401,9 @@ impl Cause {
             Cause::ClientBodyError => &[
                 "The client sent an invalid chunked body or closed its connection mid-upload.",
             ],
+            Cause::InvalidRequest => &[
+                "The detail names the rule the request broke (RFC 9112). From a real client this is a bug in it; otherwise it is often a request-smuggling probe, refused before it reached any upstream.",
+            ],
             Cause::RateLimited => &[
                 "The client exceeded the route's rate-limit policy: check its rate, burst and key (a shared IP behind a proxy not listed in trusted_proxies looks like one client).",
             ],
@@ -416,6 +430,7 @@ impl Cause {
             Cause::NoRoute
                 | Cause::RequestBodyTooLarge
                 | Cause::ClientBodyError
+                | Cause::InvalidRequest
                 | Cause::ResponseHeadersTooLarge
                 | Cause::ResponseFramingConflict
         )

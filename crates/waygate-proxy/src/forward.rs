@@ -95,8 +95,10 @@ pub(crate) async fn handle(
         Err(err) => {
             tracing::debug!(request_id = %id, cause = err.cause.name(), detail = %err.detail, "gateway error");
             finish.generated(&err);
-            let public = if rt.expose_addresses || err.cause == Cause::RateLimited {
-                // A rate-limit detail names only the policy.
+            let public = if rt.expose_addresses
+                || matches!(err.cause, Cause::RateLimited | Cause::InvalidRequest)
+            {
+                // These details name only a policy or the rule broken.
                 err.detail.clone()
             } else {
                 public_detail(err.cause, &target)
@@ -115,7 +117,14 @@ pub(crate) async fn handle(
                     .as_deref()
                     .filter(|_| rt.expose_addresses),
             });
-            let (parts, bytes) = resp.into_parts();
+            let (mut parts, bytes) = resp.into_parts();
+            if err.cause == Cause::InvalidRequest {
+                // Where this request ends is uncertain: read nothing more
+                // from the connection (RFC 9112 §6.3).
+                parts
+                    .headers
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             Response::from_parts(parts, ProxyBody::full(bytes, finish))
         }
     }
@@ -153,6 +162,9 @@ async fn forward(
     finish: &mut Finish,
     target: &mut Target,
 ) -> Result<Ready, GatewayError> {
+    // What hyper lets through but could make an upstream read the request
+    // differently (request smuggling) is refused here.
+    headers::check_request(&req)?;
     // Route.
     let listener = &rt.listeners[finish.listener];
     let host_header = req
@@ -517,11 +529,11 @@ fn client_ip(conn: &ConnInfo, req: &Request<Incoming>) -> String {
 /// Rewrites the client's request for the upstream: origin-form target,
 /// HTTP/1.1, hop-by-hop headers removed, forwarding headers and request id.
 fn prepare_request(rt: &Runtime, conn: &ConnInfo, parts: &mut Parts, id: &HeaderValue) {
-    if !parts.headers.contains_key(header::HOST) {
-        if let Some(auth) = parts.uri.authority() {
-            if let Ok(v) = HeaderValue::from_str(auth.as_str()) {
-                parts.headers.insert(header::HOST, v);
-            }
+    // With an absolute-form target, its authority is the host (RFC 9112
+    // §3.2.2), as it was for routing: the upstream must see the same.
+    if let Some(auth) = parts.uri.authority() {
+        if let Ok(v) = HeaderValue::from_str(auth.as_str()) {
+            parts.headers.insert(header::HOST, v);
         }
     }
     headers::remove_hop_by_hop(&mut parts.headers);

@@ -8,6 +8,7 @@ use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
+use waygate_core::{Cause, GatewayError};
 
 pub(crate) static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub(crate) static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -21,6 +22,50 @@ static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 /// Removes the headers that apply to one connection only: `Connection` and
 /// every header it names, `Keep-Alive`, `Proxy-Connection`, `TE`,
 /// `Trailer`, `Transfer-Encoding` and `Upgrade`.
+/// Refuses what hyper accepts but RFC 9112 does not, where the gateway and
+/// an upstream could disagree about the request (request smuggling): both
+/// Content-Length and Transfer-Encoding (§6.1: "ought to be handled as an
+/// error"), a Transfer-Encoding other than a single `chunked` (we implement
+/// no other coding; a repeated or obfuscated one is a smuggling vector),
+/// and zero or several Host headers in HTTP/1.1 (§3.2: MUST answer 400);
+/// and CONNECT (no tunnels: never an open proxy).
+pub(crate) fn check_request<B>(req: &http::Request<B>) -> Result<(), GatewayError> {
+    let invalid = |why: String| Err(GatewayError::new(Cause::InvalidRequest, why));
+    if req.method() == http::Method::CONNECT {
+        // Never an open proxy: no tunnels to arbitrary hosts.
+        return invalid("CONNECT: this gateway is not a forward proxy".into());
+    }
+    let h = req.headers();
+    let mut te = h.get_all(header::TRANSFER_ENCODING).iter();
+    if let Some(first) = te.next() {
+        if h.contains_key(header::CONTENT_LENGTH) {
+            return invalid("both Content-Length and Transfer-Encoding (RFC 9112 §6.1)".into());
+        }
+        let single = te.next().is_none();
+        let value = first.as_bytes();
+        let trimmed = value.trim_ascii();
+        if !single || !trimmed.eq_ignore_ascii_case(b"chunked") {
+            return invalid(format!(
+                "Transfer-Encoding `{}`: only a single `chunked` is accepted (RFC 9112 §6.1)",
+                String::from_utf8_lossy(value).escape_debug()
+            ));
+        }
+    }
+    if matches!(
+        req.version(),
+        http::Version::HTTP_10 | http::Version::HTTP_11
+    ) {
+        let hosts = h.get_all(header::HOST).iter().count();
+        if hosts > 1 {
+            return invalid("more than one Host header (RFC 9112 §3.2)".into());
+        }
+        if hosts == 0 && req.version() == http::Version::HTTP_11 {
+            return invalid("no Host header in an HTTP/1.1 request (RFC 9112 §3.2)".into());
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers

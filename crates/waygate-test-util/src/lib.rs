@@ -59,6 +59,12 @@ pub enum Behavior {
     /// Answers 200 once the test adds a permit to the semaphore (one per
     /// request): a server held busy for exactly as long as a test wants.
     Gated(Arc<tokio::sync::Semaphore>),
+    /// Each request gets one of: a normal answer (57 %, a fifth of them then
+    /// closing the keep-alive connection), a reset after reading it (15 %),
+    /// a close without answer (12 %), a truncated body (8 %) or a 300 ms
+    /// wait before answering (8 %), from a deterministic sequence counted
+    /// in the cell.
+    Chaos(Arc<std::sync::atomic::AtomicU64>),
     /// Serves at most the semaphore's permits at a time, each in this long;
     /// the others wait (queue) for a permit: latency grows with overload.
     Capacity(Arc<tokio::sync::Semaphore>, Duration),
@@ -214,9 +220,28 @@ async fn serve(
         if let Ok(mut s) = seen.lock() {
             s.push(req.clone());
         }
-        if !respond(&mut stream, &behavior, &req).await? {
+        let chosen = match &behavior {
+            Behavior::Chaos(n) => chaos_pick(n.fetch_add(1, Ordering::Relaxed)),
+            other => other.clone(),
+        };
+        if !respond(&mut stream, &chosen, &req).await? {
             return Ok(());
         }
+    }
+}
+
+/// The `Chaos` behavior of the `n`th request (splitmix64 of `n`).
+fn chaos_pick(n: u64) -> Behavior {
+    let mut z = n.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    match (z ^ (z >> 31)) % 100 {
+        0..=44 => Behavior::Hello("chaos".into()),
+        45..=59 => Behavior::ResetAfterRequest,
+        60..=71 => Behavior::CloseWithoutAnswer,
+        72..=79 => Behavior::TruncatedBody,
+        80..=87 => Behavior::SlowHead(Duration::from_millis(300)),
+        _ => Behavior::HelloThenClose("chaos".into()),
     }
 }
 
@@ -291,6 +316,10 @@ async fn respond(stream: &mut TcpStream, behavior: &Behavior, req: &Seen) -> io:
             stream.flush().await?;
             tokio::time::sleep(Duration::from_millis(20)).await;
             return Ok(false);
+        }
+        // Resolved per request by `chaos_pick` before this is called.
+        Behavior::Chaos(_) => {
+            write_response(stream, 200, "OK", &[], b"chaos\n").await?;
         }
         Behavior::Capacity(slots, service) => {
             let _slot = slots.acquire().await;

@@ -121,6 +121,8 @@ pub struct ListenerConfig {
     pub max_connections: u32,
     pub max_connections_per_ip: Option<u32>,
     pub max_requests_per_connection: u32,
+    /// Certificates, by SNI (the first is the default); empty: plain HTTP.
+    pub tls: Vec<TlsCertificate>,
 }
 
 /// Default `max_connections` per listener.
@@ -295,6 +297,21 @@ pub struct LimitsConfig {
     pub max_in_flight_per_server: Option<u32>,
     pub max_queue: u32,
     pub queue_timeout: Duration,
+}
+
+/// A certificate and its key, read and checked at load.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsCertificate {
+    pub cert_path: PathBuf,
+    /// The end-entity certificate first, then its chain (DER).
+    pub chain: Vec<rustls_pki_types::CertificateDer<'static>>,
+    /// The private key file's PEM text.
+    pub key_pem: Vec<u8>,
+    /// DNS names it is valid for (subjectAltName, else the common name),
+    /// lowercase; `*.example.com` for wildcards.
+    pub names: Vec<String>,
+    /// Unix seconds.
+    pub not_after: i64,
 }
 
 /// `[upstream.<name>.adaptive_concurrency]`: a limit on requests in flight

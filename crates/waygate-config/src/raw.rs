@@ -117,6 +117,19 @@ pub struct RawListener {
     pub max_connections_per_ip: Option<Spanned<u32>>,
     /// Requests served on one keep-alive connection before it is closed (default 1000).
     pub max_requests_per_connection: Option<Spanned<u32>>,
+    /// TLS certificates (`[[listener.tls]]`): present, the listener speaks
+    /// HTTPS; the certificate is chosen by SNI, the first is the default.
+    #[serde(default)]
+    pub tls: Vec<Spanned<RawTls>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// PEM file: the certificate, then its chain.
+    pub cert: Spanned<String>,
+    /// PEM file: the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]

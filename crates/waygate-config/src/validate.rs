@@ -69,7 +69,7 @@ pub(crate) fn validate(
         .access_log
         .map_or(AccessLogTarget::Stdout, |a| access_log(a, base));
     let gateway = cx.gateway(raw.gateway, base);
-    let listeners = cx.listeners(&raw.listener);
+    let listeners = cx.listeners(&raw.listener, base);
     let upstreams = cx.upstreams(&raw.upstream);
     let rate_limits = cx.rate_limits(&raw.rate_limit);
     let routes = cx.routes(&raw.route, &listeners, &upstreams, &rate_limits);
@@ -242,7 +242,7 @@ impl Ctx<'_> {
         cfg
     }
 
-    fn listeners(&mut self, raw: &[Spanned<RawListener>]) -> Vec<ListenerConfig> {
+    fn listeners(&mut self, raw: &[Spanned<RawListener>], base: &Path) -> Vec<ListenerConfig> {
         if raw.is_empty() {
             self.error(
                 0..0,
@@ -311,6 +311,7 @@ impl Ctx<'_> {
                 max_requests_per_connection: self
                     .at_least_one(&l.max_requests_per_connection, "max_requests_per_connection")
                     .unwrap_or(DEFAULT_MAX_REQUESTS_PER_CONNECTION),
+                tls: self.tls(&l.tls, base),
                 status_page: match &l.status_page {
                     None => None,
                     Some(p)
@@ -804,6 +805,7 @@ pub(crate) fn parse_host_match(s: &str) -> Result<HostMatch, String> {
     })
 }
 
+mod tls;
 mod upstream;
 
 #[cfg(test)]

@@ -38,8 +38,8 @@ enum Phase {
 }
 
 #[derive(Debug)]
-pub(crate) struct ClientIo {
-    stream: TcpStream,
+pub(crate) struct ClientIo<S = TcpStream> {
+    stream: S,
     shared: Arc<ConnShared>,
     phase: Phase,
     /// When the current phase's timeout fires.
@@ -55,11 +55,33 @@ pub(crate) struct ClientIo {
     keepalive_timeout: Duration,
 }
 
+/// A client connection's byte stream: plain TCP or TLS over it.
+pub(crate) trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Writes what fits without waiting (best effort, for a last word
+    /// before closing).
+    fn try_write_now(&mut self, buf: &[u8]);
+}
+
+impl ClientStream for TcpStream {
+    fn try_write_now(&mut self, buf: &[u8]) {
+        let _ = self.try_write(buf);
+    }
+}
+
+impl ClientStream for tokio_rustls::server::TlsStream<TcpStream> {
+    fn try_write_now(&mut self, buf: &[u8]) {
+        // Encrypts into the session and writes what the socket takes now.
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let _ = Pin::new(&mut *self).poll_write(&mut cx, buf);
+        let _ = Pin::new(&mut *self).poll_flush(&mut cx);
+    }
+}
+
 // === impl ClientIo ===
 
-impl ClientIo {
+impl<S: ClientStream> ClientIo<S> {
     pub(crate) fn new(
-        stream: TcpStream,
+        stream: S,
         shared: Arc<ConnShared>,
         header_timeout: Duration,
         keepalive_timeout: Duration,
@@ -94,7 +116,7 @@ impl ClientIo {
     }
 }
 
-impl AsyncRead for ClientIo {
+impl<S: ClientStream> AsyncRead for ClientIo<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -143,7 +165,7 @@ impl AsyncRead for ClientIo {
                         // A partial request head: say so (RFC 9110 §15.5.9)
                         // before closing. Best effort: the socket's send
                         // buffer is empty at this point, so this never waits.
-                        let _ = this.stream.try_write(TIMEOUT_408);
+                        this.stream.try_write_now(TIMEOUT_408);
                     }
                     // Report end-of-file: hyper closes the connection.
                     return Poll::Ready(Ok(()));
@@ -154,7 +176,7 @@ impl AsyncRead for ClientIo {
     }
 }
 
-impl AsyncWrite for ClientIo {
+impl<S: ClientStream> AsyncWrite for ClientIo<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -546,6 +546,7 @@ fn prepare_request(rt: &Runtime, conn: &ConnInfo, parts: &mut Parts, id: &Header
         conn.trusted,
         host.as_ref(),
         &rt.via,
+        conn.tls,
     );
     parts.headers.insert(X_REQUEST_ID.clone(), id.clone());
     let origin_form = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());

@@ -115,6 +115,7 @@ pub(crate) fn set_forwarding(
     trusted: bool,
     host: Option<&HeaderValue>,
     via: &HeaderValue,
+    https: bool,
 ) {
     let prior_xff = if trusted {
         joined(headers, &X_FORWARDED_FOR)
@@ -136,7 +137,8 @@ pub(crate) fn set_forwarding(
         }
     }
     if !(trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
-        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+        let proto = if https { "https" } else { "http" };
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     }
     if !(trusted && headers.contains_key(&X_FORWARDED_HOST)) {
         match host {
@@ -230,6 +232,7 @@ mod tests {
             false,
             Some(&host),
             &via,
+            false,
         );
         assert_eq!(h["x-forwarded-for"], "10.1.2.3");
         assert_eq!(h["x-forwarded-proto"], "http");
@@ -254,6 +257,7 @@ mod tests {
             true,
             None,
             &via,
+            false,
         );
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "https");

@@ -30,6 +30,7 @@ mod runtime;
 mod server;
 mod status;
 mod supervise;
+mod tls;
 
 pub use control::{admin_name, ControlError, ServerView, UpstreamView};
 pub use reload::{Changes, LastReload, ReloadError, ReloadReport, ReloadStats};
@@ -104,6 +105,7 @@ pub mod fuzz_api {
             trusted,
             host.as_ref(),
             &HeaderValue::from_static("1.1 waygate"),
+            false,
         );
         std::mem::take(headers)
     }

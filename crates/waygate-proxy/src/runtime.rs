@@ -47,6 +47,8 @@ pub(crate) struct Shared {
 pub enum BuildError {
     #[error("invalid gateway name `{0}` for the Via header")]
     InvalidName(String),
+    #[error("TLS on listener `{0}`: {1}")]
+    Tls(String, String),
 }
 
 /// One generation of runtime state, built from one config. Whatever did not
@@ -97,6 +99,8 @@ pub(crate) struct ListenerRt {
     pub(crate) max_requests_per_connection: u32,
     /// Kept across reloads while the listener keeps its name.
     pub(crate) counters: Arc<ListenerCounters>,
+    /// Present: the listener speaks HTTPS.
+    pub(crate) tls: Option<crate::tls::Acceptor>,
 }
 
 /// A listener's connection counts, which outlive config generations.
@@ -215,6 +219,15 @@ impl Runtime {
             Base::Fresh(_) => None,
             Base::Previous(p) => Some(*p),
         };
+        let mut acceptors = Vec::with_capacity(config.listeners.len());
+        for l in &config.listeners {
+            acceptors.push(match l.tls.is_empty() {
+                true => None,
+                false => Some(
+                    crate::tls::acceptor(&l.tls).map_err(|e| BuildError::Tls(l.name.clone(), e))?,
+                ),
+            });
+        }
         let listeners = config
             .listeners
             .iter()
@@ -235,6 +248,7 @@ impl Runtime {
                     max_connections_per_ip: l.max_connections_per_ip,
                     max_requests_per_connection: l.max_requests_per_connection,
                     counters: old.map_or_else(Arc::default, |o| o.counters.clone()),
+                    tls: acceptors[i].clone(),
                     services: config
                         .routes
                         .iter()

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::body::{ConnShared, Finish, ProxyBody};
-use crate::client_io::ClientIo;
+use crate::client_io::{ClientIo, ClientStream};
 use crate::forward;
 use crate::runtime::{Gateway, ListenerCounters, Runtime, Shared};
 
@@ -40,6 +40,8 @@ pub(crate) struct ConnInfo {
     pub(crate) listener: usize,
     pub(crate) listener_name: Arc<str>,
     pub(crate) peer: SocketAddr,
+    /// Arrived over TLS (`X-Forwarded-Proto: https`).
+    pub(crate) tls: bool,
     pub(crate) trusted: bool,
     /// The peer's IP as an `X-Forwarded-For` value.
     pub(crate) peer_header: http::HeaderValue,
@@ -352,55 +354,85 @@ async fn accept_loop(
         let l = &rt.listeners[index];
         let Some(slot) = ConnSlot::acquire(&rt, index, peer.ip()) else {
             // Over a connection limit: say so and close (best effort, the
-            // send buffer of a new socket is empty).
-            let _ = stream.try_write(REFUSED_503);
+            // send buffer of a new socket is empty; a TLS client would
+            // not understand it, so it only gets the close).
+            if l.tls.is_none() {
+                let _ = stream.try_write(REFUSED_503);
+            }
             continue;
         };
-        let conn_shared = Arc::new(ConnShared::default());
-        let io = ClientIo::new(
-            stream,
-            conn_shared.clone(),
-            l.client_header_timeout,
-            l.keepalive_timeout,
-        );
         let conn = Arc::new(ConnInfo {
             listener: index,
             listener_name: l.name.clone(),
             peer,
+            tls: l.tls.is_some(),
             trusted: crate::headers::is_trusted(&rt.trusted, peer.ip()),
             peer_header: crate::headers::peer_value(peer.ip()),
-            shared: conn_shared,
+            shared: Arc::new(ConnShared::default()),
         });
-        // No hyper timer: its header-read timeout (30 s by default once a
-        // timer is set) would arm a timer per request; ClientIo enforces
-        // client_header_timeout and keepalive_timeout instead.
-        let builder = {
-            let mut b = http1::Builder::new();
-            b.keep_alive(true)
-                // Over these hyper answers 431 itself.
-                .max_header_size(l.max_header_size)
-                .max_headers(l.max_headers)
-                // Bounds what is queued for a slow reader (hyper's default is
-                // ~400 KiB per connection); the kernel's send buffer holds more.
-                .max_buf_size(CLIENT_BUF_MAX.max(l.max_header_size));
-            b
-        };
-        let svc = GatewayService {
-            shared: shared.clone(),
-            born: rt,
-            conn,
-        };
-        let conn = builder.serve_connection(TokioIo::new(io), svc);
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            let _slot = slot;
-            if let Err(e) = conn.await {
-                debug!(%peer, error = %e, "client connection ended with an error");
+        let watcher = graceful.watcher();
+        let shared = shared.clone();
+        match l.tls.clone() {
+            None => {
+                tokio::spawn(serve_stream(stream, rt, conn, shared, watcher, slot));
             }
-        });
+            Some(acceptor) => {
+                // The handshake runs in the connection's task, bounded by
+                // the header timeout, never in the accept loop.
+                let limit = l.client_header_timeout;
+                tokio::spawn(async move {
+                    match tokio::time::timeout(limit, acceptor.0.accept(stream)).await {
+                        Ok(Ok(tls)) => serve_stream(tls, rt, conn, shared, watcher, slot).await,
+                        Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => debug!(%peer, "TLS handshake timed out"),
+                    }
+                });
+            }
+        }
     }
     debug!(listener = %name, "stopped accepting");
     graceful
+}
+
+/// Serves one client connection (plain or TLS) until it ends.
+async fn serve_stream<S: ClientStream>(
+    stream: S,
+    rt: Arc<Runtime>,
+    conn: Arc<ConnInfo>,
+    shared: Arc<Shared>,
+    watcher: hyper_util::server::graceful::Watcher,
+    slot: ConnSlot,
+) {
+    let _slot = slot;
+    let l = &rt.listeners[conn.listener];
+    let io = ClientIo::new(
+        stream,
+        conn.shared.clone(),
+        l.client_header_timeout,
+        l.keepalive_timeout,
+    );
+    // No hyper timer: its header-read timeout (30 s by default once a
+    // timer is set) would arm a timer per request; ClientIo enforces
+    // client_header_timeout and keepalive_timeout instead.
+    let mut builder = http1::Builder::new();
+    builder
+        .keep_alive(true)
+        // Over these hyper answers 431 itself.
+        .max_header_size(l.max_header_size)
+        .max_headers(l.max_headers)
+        // Bounds what is queued for a slow reader (hyper's default is
+        // ~400 KiB per connection); the kernel's send buffer holds more.
+        .max_buf_size(CLIENT_BUF_MAX.max(l.max_header_size));
+    let peer = conn.peer;
+    let svc = GatewayService {
+        shared,
+        born: rt.clone(),
+        conn,
+    };
+    let served = watcher.watch(builder.serve_connection(TokioIo::new(io), svc));
+    if let Err(e) = served.await {
+        debug!(%peer, error = %e, "client connection ended with an error");
+    }
 }
 
 /// Most response bytes queued in user space for one client connection.

@@ -31,13 +31,8 @@ fn cert(dir: &Path, stem: &str, names: &[&str], days: Option<i64>) -> Certificat
     c.der().clone()
 }
 
-/// Connects with TLS using `sni`, trusting `roots`; returns the
-/// certificate the server chose and the response to `GET /`.
-async fn https_get(
-    addr: std::net::SocketAddr,
-    sni: &str,
-    roots: &[CertificateDer<'static>],
-) -> (CertificateDer<'static>, String) {
+/// A TLS client trusting exactly `roots`.
+fn connector(roots: &[CertificateDer<'static>]) -> tokio_rustls::TlsConnector {
     let mut store = rustls::RootCertStore::empty();
     for r in roots {
         store.add(r.clone()).unwrap();
@@ -49,9 +44,18 @@ async fn https_get(
     .unwrap()
     .with_root_certificates(store)
     .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+/// Connects with TLS using `sni`, trusting `roots`; returns the
+/// certificate the server chose and the response to `GET /`.
+async fn https_get(
+    addr: std::net::SocketAddr,
+    sni: &str,
+    roots: &[CertificateDer<'static>],
+) -> (CertificateDer<'static>, String) {
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut tls = connector
+    let mut tls = connector(roots)
         .connect(ServerName::try_from(sni.to_owned()).unwrap(), tcp)
         .await
         .unwrap();
@@ -101,17 +105,8 @@ async fn certificates_are_chosen_by_sni_and_requests_are_marked_https() {
     let (chosen, _) = https_get(gw.addr, "x.b.test", &roots).await;
     assert_eq!(chosen, b, "the wildcard certificate");
     // An unknown name gets the default (first) certificate.
-    let mut store = rustls::RootCertStore::empty();
-    store.add(a.clone()).unwrap();
     let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(store)
-    .with_no_client_auth();
-    let err = tokio_rustls::TlsConnector::from(Arc::new(config))
+    let err = connector(std::slice::from_ref(&a))
         .connect(ServerName::try_from("other.test").unwrap(), tcp)
         .await
         .unwrap_err();
@@ -163,17 +158,8 @@ async fn curl_over_tls_and_a_renewed_certificate_after_reload() {
         String::from_utf8_lossy(&out.stderr)
     );
     // A keep-alive TLS connection opened before the renewal.
-    let mut store = rustls::RootCertStore::empty();
-    store.add(old.clone()).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(store)
-    .with_no_client_auth();
     let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let mut kept = tokio_rustls::TlsConnector::from(Arc::new(config))
+    let mut kept = connector(std::slice::from_ref(&old))
         .connect(ServerName::try_from("site.test").unwrap(), tcp)
         .await
         .unwrap();

@@ -123,6 +123,9 @@ pub struct ListenerConfig {
     pub max_requests_per_connection: u32,
     /// Certificates, by SNI (the first is the default); empty: plain HTTP.
     pub tls: Vec<TlsCertificate>,
+    /// Accept HTTP/2 (ALPN `h2`, or h2c with prior knowledge).
+    pub http2: bool,
+    pub max_concurrent_streams: u32,
 }
 
 /// Default `max_connections` per listener.

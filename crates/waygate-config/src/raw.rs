@@ -117,6 +117,10 @@ pub struct RawListener {
     pub max_connections_per_ip: Option<Spanned<u32>>,
     /// Requests served on one keep-alive connection before it is closed (default 1000).
     pub max_requests_per_connection: Option<Spanned<u32>>,
+    /// Accept HTTP/2: ALPN `h2` over TLS, prior knowledge (h2c) in clear (default true).
+    pub http2: Option<bool>,
+    /// Most concurrent HTTP/2 streams per connection (default 100).
+    pub max_concurrent_streams: Option<Spanned<u32>>,
     /// TLS certificates (`[[listener.tls]]`): present, the listener speaks
     /// HTTPS; the certificate is chosen by SNI, the first is the default.
     #[serde(default)]

@@ -312,6 +312,10 @@ impl Ctx<'_> {
                     .at_least_one(&l.max_requests_per_connection, "max_requests_per_connection")
                     .unwrap_or(DEFAULT_MAX_REQUESTS_PER_CONNECTION),
                 tls: self.tls(&l.tls, base),
+                http2: l.http2.unwrap_or(true),
+                max_concurrent_streams: self
+                    .at_least_one(&l.max_concurrent_streams, "max_concurrent_streams")
+                    .unwrap_or(100),
                 status_page: match &l.status_page {
                     None => None,
                     Some(p)

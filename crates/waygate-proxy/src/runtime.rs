@@ -101,6 +101,8 @@ pub(crate) struct ListenerRt {
     pub(crate) counters: Arc<ListenerCounters>,
     /// Present: the listener speaks HTTPS.
     pub(crate) tls: Option<crate::tls::Acceptor>,
+    pub(crate) http2: bool,
+    pub(crate) max_concurrent_streams: u32,
 }
 
 /// A listener's connection counts, which outlive config generations.
@@ -224,7 +226,8 @@ impl Runtime {
             acceptors.push(match l.tls.is_empty() {
                 true => None,
                 false => Some(
-                    crate::tls::acceptor(&l.tls).map_err(|e| BuildError::Tls(l.name.clone(), e))?,
+                    crate::tls::acceptor(&l.tls, l.http2)
+                        .map_err(|e| BuildError::Tls(l.name.clone(), e))?,
                 ),
             });
         }
@@ -249,6 +252,8 @@ impl Runtime {
                     max_requests_per_connection: l.max_requests_per_connection,
                     counters: old.map_or_else(Arc::default, |o| o.counters.clone()),
                     tls: acceptors[i].clone(),
+                    http2: l.http2,
+                    max_concurrent_streams: l.max_concurrent_streams,
                     services: config
                         .routes
                         .iter()

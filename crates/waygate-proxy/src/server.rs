@@ -372,16 +372,29 @@ async fn accept_loop(
         });
         let watcher = graceful.watcher();
         let shared = shared.clone();
+        let limit = l.client_header_timeout;
+        let http2 = l.http2;
         match l.tls.clone() {
-            None => {
+            None if !http2 => {
                 tokio::spawn(serve_stream(stream, rt, conn, shared, watcher, slot));
+            }
+            None => {
+                tokio::spawn(async move {
+                    match h2c_preface(&stream, limit).await {
+                        Some(true) => serve_h2(stream, rt, conn, shared, watcher, slot).await,
+                        Some(false) => serve_stream(stream, rt, conn, shared, watcher, slot).await,
+                        None => debug!(%peer, "nothing received within client_header_timeout"),
+                    }
+                });
             }
             Some(acceptor) => {
                 // The handshake runs in the connection's task, bounded by
                 // the header timeout, never in the accept loop.
-                let limit = l.client_header_timeout;
                 tokio::spawn(async move {
                     match tokio::time::timeout(limit, acceptor.0.accept(stream)).await {
+                        Ok(Ok(tls)) if tls.get_ref().1.alpn_protocol() == Some(b"h2") => {
+                            serve_h2(tls, rt, conn, shared, watcher, slot).await;
+                        }
                         Ok(Ok(tls)) => serve_stream(tls, rt, conn, shared, watcher, slot).await,
                         Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => debug!(%peer, "TLS handshake timed out"),
@@ -432,6 +445,70 @@ async fn serve_stream<S: ClientStream>(
     let served = watcher.watch(builder.serve_connection(TokioIo::new(io), svc));
     if let Err(e) = served.await {
         debug!(%peer, error = %e, "client connection ended with an error");
+    }
+}
+
+/// The client connection preface of HTTP/2 (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether a cleartext client speaks HTTP/2 with prior knowledge: its first
+/// bytes are the HTTP/2 preface. Peeks (reads nothing); `None` if nothing
+/// arrives within `limit`. An HTTP/1.1 request differs at its first byte.
+async fn h2c_preface(stream: &tokio::net::TcpStream, limit: Duration) -> Option<bool> {
+    let deadline = Instant::now() + limit;
+    let mut buf = [0u8; H2_PREFACE.len()];
+    loop {
+        let n = tokio::time::timeout_at(deadline, stream.peek(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        if buf[..n] != H2_PREFACE[..n] {
+            return Some(false);
+        }
+        if n == H2_PREFACE.len() {
+            return Some(true);
+        }
+        // A prefix of the preface so far: wait for the rest.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Serves one HTTP/2 client connection until it ends. Streams are bounded
+/// by `max_concurrent_streams`, the header list by `max_header_size`, and
+/// hyper's defaults bound resets (CVE-2023-44487 rapid reset: at most 20
+/// pending reset streams, then GOAWAY), CONTINUATION frames and SETTINGS.
+async fn serve_h2<S: ClientStream>(
+    stream: S,
+    rt: Arc<Runtime>,
+    conn: Arc<ConnInfo>,
+    shared: Arc<Shared>,
+    watcher: hyper_util::server::graceful::Watcher,
+    slot: ConnSlot,
+) {
+    let _slot = slot;
+    let l = &rt.listeners[conn.listener];
+    let mut builder =
+        hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_concurrent_streams(l.max_concurrent_streams)
+        .max_header_list_size(u32::try_from(l.max_header_size).unwrap_or(u32::MAX))
+        .max_pending_accept_reset_streams(20)
+        // A ping every keep-alive timeout finds dead peers.
+        .keep_alive_interval(Some(l.keepalive_timeout))
+        .keep_alive_timeout(l.client_header_timeout);
+    let peer = conn.peer;
+    let svc = GatewayService {
+        shared,
+        born: rt.clone(),
+        conn,
+    };
+    let served = watcher.watch(builder.serve_connection(TokioIo::new(stream), svc));
+    if let Err(e) = served.await {
+        debug!(%peer, error = %e, "HTTP/2 client connection ended with an error");
     }
 }
 

@@ -1,7 +1,8 @@
 //! TLS termination with rustls: a listener's certificates, chosen by SNI
 //! (exact name, then a `*.` wildcard one label deep, then the first
 //! certificate as the default), TLS 1.2 and 1.3 with rustls' safe defaults
-//! (no legacy ciphers or versions), ALPN `http/1.1`.
+//! (no legacy ciphers or versions), ALPN `h2` (unless `http2 = false`) and
+//! `http/1.1`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -52,7 +53,7 @@ impl std::fmt::Debug for Acceptor {
 
 /// The acceptor for a listener's certificates (validated at load, so a
 /// failure here is a bug or a file changed in between).
-pub(crate) fn acceptor(certs: &[TlsCertificate]) -> Result<Acceptor, String> {
+pub(crate) fn acceptor(certs: &[TlsCertificate], http2: bool) -> Result<Acceptor, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut exact = HashMap::new();
     let mut wildcard = HashMap::new();
@@ -82,6 +83,10 @@ pub(crate) fn acceptor(certs: &[TlsCertificate]) -> Result<Acceptor, String> {
             wildcard,
             default,
         }));
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = if http2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
     Ok(Acceptor(TlsAcceptor::from(Arc::new(config))))
 }

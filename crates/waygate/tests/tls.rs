@@ -1,5 +1,6 @@
 //! TLS termination: certificates chosen by SNI (exact, wildcard, default),
-//! HTTPS requests proxied with `X-Forwarded-Proto: https`, curl over TLS,
+//! HTTPS requests proxied with `X-Forwarded-Proto: https`, curl over TLS
+//! (HTTP/2 by ALPN),
 //! a certificate replaced on disk served after a reload, and `waygate
 //! check` on bad key pairs and soon-expiring certificates.
 
@@ -137,7 +138,7 @@ async fn curl_over_tls_and_a_renewed_certificate_after_reload() {
     let port = gw.addr.port();
     let curl = move |ca: &Path| {
         std::process::Command::new("curl")
-            .args(["-sS", "--cacert"])
+            .args(["-sS", "--http2", "-w", "\n%{http_version}", "--cacert"])
             .arg(ca)
             .args(["--resolve", &format!("site.test:{port}:127.0.0.1")])
             .arg(format!("https://site.test:{port}/hello"))
@@ -152,10 +153,15 @@ async fn curl_over_tls_and_a_renewed_certificate_after_reload() {
     })
     .await
     .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        String::from_utf8_lossy(&out.stdout).starts_with("hello from app: GET /hello"),
+        stdout.starts_with("hello from app: GET /hello"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.ends_with("\n2"),
+        "HTTP/2 negotiated by ALPN: {stdout}"
     );
     // A keep-alive TLS connection opened before the renewal.
     let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();

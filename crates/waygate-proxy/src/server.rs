@@ -453,11 +453,17 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Whether a cleartext client speaks HTTP/2 with prior knowledge: its first
 /// bytes are the HTTP/2 preface. Peeks (reads nothing); `None` if nothing
-/// arrives within `limit`. An HTTP/1.1 request differs at its first byte.
+/// arrives within `limit`. An HTTP/1.1 request differs at its first byte;
+/// a client that stalls inside the preface is served as HTTP/1.1, whose
+/// header timeout answers it (found by the `request` fuzz target: a lone
+/// `P` kept this loop going forever).
 async fn h2c_preface(stream: &tokio::net::TcpStream, limit: Duration) -> Option<bool> {
     let deadline = Instant::now() + limit;
     let mut buf = [0u8; H2_PREFACE.len()];
     loop {
+        if Instant::now() >= deadline {
+            return Some(false);
+        }
         let n = tokio::time::timeout_at(deadline, stream.peek(&mut buf))
             .await
             .ok()?

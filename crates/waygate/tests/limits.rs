@@ -86,6 +86,25 @@ async fn oversize_body_is_413_up_front_and_while_streaming() {
     );
 }
 
+/// A regression found by fuzzing: a client that stalls inside what could
+/// be the HTTP/2 preface is answered and closed like any slow head.
+#[tokio::test]
+async fn a_stalled_h2_preface_prefix_gets_408() {
+    let (gw, _sink) = gateway("client_header_timeout = \"200ms\"\n").await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"PRI * HT").await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut got))
+        .await
+        .expect("closed within 2 header timeouts")
+        .ok();
+    assert!(
+        got.starts_with(b"HTTP/1.1 408"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+}
+
 #[tokio::test]
 async fn incomplete_head_gets_408() {
     let (gw, _sink) = gateway("client_header_timeout = \"300ms\"\n").await;

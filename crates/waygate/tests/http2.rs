@@ -136,3 +136,128 @@ async fn a_rapid_reset_flood_is_cut_off_and_others_are_still_served() {
     let r = common::get(gw.addr, "/normal", &[]).await;
     assert_eq!(r.status, 200);
 }
+
+/// An HTTP/2 frame: 9-byte header, then the payload.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// A header block of HPACK literals (no indexing, no Huffman), so any
+/// bytes, CR and LF included, can be sent.
+fn block(fields: &[(&str, &str)]) -> Vec<u8> {
+    let mut b = Vec::new();
+    for (n, v) in fields {
+        b.push(0);
+        b.push(n.len() as u8);
+        b.extend_from_slice(n.as_bytes());
+        b.push(v.len() as u8);
+        b.extend_from_slice(v.as_bytes());
+    }
+    b
+}
+
+/// HTTP/2 → HTTP/1.1 downgrade: requests that are malformed in HTTP/2 in
+/// ways an HTTP/1.1 upstream could misread (CR/LF in a header value or a
+/// pseudo-header, DATA longer or shorter than `content-length`) never
+/// reach the upstream as a request; the gateway keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_h2_requests_never_reach_the_http1_upstream() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = Upstream::start(Behavior::Sink).await.unwrap();
+    let gw = common::TestGateway::start(&app(&up)).await;
+    let get = |extra: (&'static str, &'static str), path: &'static str| {
+        block(&[
+            (":method", "GET"),
+            (":scheme", "http"),
+            (":path", path),
+            (":authority", "x"),
+            extra,
+        ])
+    };
+    let post = block(&[
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", "/upload"),
+        (":authority", "x"),
+        ("content-length", "3"),
+    ]);
+    let cases: Vec<(&str, Vec<Vec<u8>>)> = vec![
+        (
+            "CR LF in a value",
+            vec![frame(
+                1,
+                0x5,
+                1,
+                &get(("x-evil", "a\r\nx-injected: 1"), "/"),
+            )],
+        ),
+        (
+            "LF in :path",
+            vec![frame(1, 0x5, 1, &get(("x-ok", "1"), "/a\nGET /b"))],
+        ),
+        (
+            "NUL in a value",
+            vec![frame(1, 0x5, 1, &get(("x-evil", "a\0b"), "/"))],
+        ),
+        (
+            "DATA longer than content-length",
+            vec![frame(1, 0x4, 1, &post), frame(0, 0x1, 1, b"0123456789")],
+        ),
+        (
+            "DATA shorter than content-length",
+            vec![frame(1, 0x4, 1, &post), frame(0, 0x1, 1, b"0")],
+        ),
+    ];
+    for (name, frames) in cases {
+        let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .unwrap();
+        s.write_all(&frame(4, 0, 0, &[])).await.unwrap();
+        for f in frames {
+            s.write_all(&f).await.unwrap();
+        }
+        // Read what comes back for a while (RST_STREAM, GOAWAY or a 4xx).
+        let mut buf = [0u8; 4096];
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(300), s.read(&mut buf)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert!(
+            up.seen().is_empty(),
+            "{name}: reached the upstream: {:?}",
+            up.seen()
+        );
+    }
+    // The same frames, well-formed, do reach it (the test can tell).
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    s.write_all(&frame(4, 0, 0, &[])).await.unwrap();
+    s.write_all(&frame(1, 0x4, 1, &post)).await.unwrap();
+    s.write_all(&frame(0, 0x1, 1, b"abc")).await.unwrap();
+    let mut reached = false;
+    for _ in 0..100 {
+        if up.seen().len() == 1 {
+            reached = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(
+        reached,
+        "a well-formed POST over raw frames reaches the upstream"
+    );
+    assert_eq!(up.seen()[0].body_len, 3);
+    // Still serving HTTP/1.1 too.
+    let r = common::send_raw(
+        gw.addr,
+        b"POST /fine HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\nconnection: close\r\n\r\nabc",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(up.seen().len(), 2);
+}

@@ -29,6 +29,9 @@ async fn run(mut cmd: Command) -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_with_prior_knowledge_and_http1_on_the_same_listener() {
+    if !common::have("curl") || !common::have("h2load") {
+        return;
+    }
     let up = Upstream::start(Behavior::Hello("app".into()))
         .await
         .unwrap();
@@ -71,6 +74,9 @@ async fn h2c_with_prior_knowledge_and_http1_on_the_same_listener() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_error_over_h2_keeps_its_status_and_proxy_status() {
+    if !common::have("curl") {
+        return;
+    }
     let dead = waygate_test_util::refused_addr();
     let gw = common::TestGateway::start(&format!(
         "[upstream.app]\nservers = [\"{dead}\"]\n\n[[route]]\nupstream = \"app\"\n"

@@ -122,6 +122,9 @@ async fn certificates_are_chosen_by_sni_and_requests_are_marked_https() {
 
 #[tokio::test]
 async fn curl_over_tls_and_a_renewed_certificate_after_reload() {
+    if !common::have("curl") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let old = cert(dir.path(), "site", &["site.test"], None);
     let up = Upstream::start(Behavior::Hello("app".into()))

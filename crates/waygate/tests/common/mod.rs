@@ -269,3 +269,21 @@ fn dechunk(mut rest: &[u8]) -> (Vec<u8>, bool) {
         rest = &rest[size + 2..];
     }
 }
+
+/// Whether the external program `name` (curl, h2load) can run. Outside CI
+/// a missing one skips the test that needs it, with a message; in CI
+/// (`CI` set, as `.ci/run` does after installing them) it is a failure.
+pub fn have(name: &str) -> bool {
+    let ok = std::process::Command::new(name)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{name} must be installed in CI (.ci/run installs it)"
+        );
+        eprintln!("skipping: {name} is not installed");
+    }
+    ok
+}

@@ -322,59 +322,49 @@ impl ReloadError {
 /// the caller).
 pub(crate) fn diff(old: &Runtime, new: &Runtime) -> ReloadReport {
     let (a, b) = (&*old.config, &*new.config);
+    let named = |l: &waygate_config::ListenerConfig| (l.name.clone(), l.clone());
     let listeners = changes(
-        a.listeners
-            .iter()
-            .map(|l| (l.name.clone(), format!("{l:?}"))),
-        b.listeners
-            .iter()
-            .map(|l| (l.name.clone(), format!("{l:?}"))),
+        a.listeners.iter().map(named).collect(),
+        b.listeners.iter().map(named).collect(),
     );
     // Routes refer to other things by index: compare them by names.
-    let route = |c: &Config, r: &waygate_config::RouteConfig| {
-        format!(
-            "{:?} {} {:?} {} {:?} {:?}",
-            r.host,
-            r.path_prefix,
-            r.listener.map(|i| &c.listeners[i].name),
-            c.upstreams[r.upstream].name,
-            r.rate_limit.map(|i| &c.rate_limits[i].name),
-            r.priority
-        )
-    };
-    let routes = changes(
-        a.routes.iter().map(|r| (r.name.clone(), route(a, r))),
-        b.routes.iter().map(|r| (r.name.clone(), route(b, r))),
-    );
-    let upstreams = changes(
-        a.upstreams
+    let routes = |c: &Config| -> Vec<_> {
+        c.routes
             .iter()
-            .map(|u| (u.name.clone(), format!("{u:?}"))),
-        b.upstreams
-            .iter()
-            .map(|u| (u.name.clone(), format!("{u:?}"))),
-    );
-    let servers = |c: &Config| -> Vec<(String, String)> {
-        c.upstreams
-            .iter()
-            .flat_map(|u| {
-                u.servers.iter().map(move |s| {
-                    (
-                        format!("{}/{}", u.name, s.addr),
-                        format!("weight={}", s.weight),
-                    )
-                })
+            .map(|r| {
+                let what = (
+                    r.host.clone(),
+                    r.path_prefix.clone(),
+                    r.listener.map(|i| c.listeners[i].name.clone()),
+                    c.upstreams[r.upstream].name.clone(),
+                    r.rate_limit.map(|i| c.rate_limits[i].name.clone()),
+                    r.priority,
+                );
+                (r.name.clone(), what)
             })
             .collect()
     };
-    let servers = changes(servers(a).into_iter(), servers(b).into_iter());
+    let routes = changes(routes(a), routes(b));
+    let upstream = |u: &waygate_config::UpstreamConfig| (u.name.clone(), u.clone());
+    let upstreams = changes(
+        a.upstreams.iter().map(upstream).collect(),
+        b.upstreams.iter().map(upstream).collect(),
+    );
+    let servers = |c: &Config| -> Vec<(String, u32)> {
+        c.upstreams
+            .iter()
+            .flat_map(|u| {
+                u.servers
+                    .iter()
+                    .map(move |s| (format!("{}/{}", u.name, s.addr), s.weight))
+            })
+            .collect()
+    };
+    let servers = changes(servers(a), servers(b));
+    let policy = |r: &waygate_config::RateLimitConfig| (r.name.clone(), r.clone());
     let rate_limits = changes(
-        a.rate_limits
-            .iter()
-            .map(|r| (r.name.clone(), format!("{r:?}"))),
-        b.rate_limits
-            .iter()
-            .map(|r| (r.name.clone(), format!("{r:?}"))),
+        a.rate_limits.iter().map(policy).collect(),
+        b.rate_limits.iter().map(policy).collect(),
     );
     let mut restart_required = Vec::new();
     if a.access_log != b.access_log {
@@ -398,18 +388,13 @@ pub(crate) fn diff(old: &Runtime, new: &Runtime) -> ReloadReport {
     }
 }
 
-/// Added, removed and changed names between two (name, description) lists.
-fn changes(
-    old: impl Iterator<Item = (String, String)>,
-    new: impl Iterator<Item = (String, String)>,
-) -> Changes {
-    let old: Vec<(String, String)> = old.collect();
-    let new: Vec<(String, String)> = new.collect();
+/// Added, removed and changed names between two (name, value) lists.
+fn changes<T: PartialEq>(old: Vec<(String, T)>, new: Vec<(String, T)>) -> Changes {
     let mut c = Changes::default();
-    for (name, desc) in &new {
+    for (name, value) in &new {
         match old.iter().find(|(n, _)| n == name) {
             None => c.added.push(name.clone()),
-            Some((_, d)) if d != desc => c.changed.push(name.clone()),
+            Some((_, v)) if v != value => c.changed.push(name.clone()),
             Some(_) => {}
         }
     }

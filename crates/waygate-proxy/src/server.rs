@@ -376,13 +376,17 @@ async fn accept_loop(
         let http2 = l.http2;
         match l.tls.clone() {
             None if !http2 => {
-                tokio::spawn(serve_stream(stream, rt, conn, shared, watcher, slot));
+                tokio::spawn(serve_conn(stream, false, rt, conn, shared, watcher, slot));
             }
             None => {
                 tokio::spawn(async move {
                     match h2c_preface(&stream, limit).await {
-                        Some(true) => serve_h2(stream, rt, conn, shared, watcher, slot).await,
-                        Some(false) => serve_stream(stream, rt, conn, shared, watcher, slot).await,
+                        Some(true) => {
+                            serve_conn(stream, true, rt, conn, shared, watcher, slot).await
+                        }
+                        Some(false) => {
+                            serve_conn(stream, false, rt, conn, shared, watcher, slot).await
+                        }
                         None => debug!(%peer, "nothing received within client_header_timeout"),
                     }
                 });
@@ -393,9 +397,11 @@ async fn accept_loop(
                 tokio::spawn(async move {
                     match tokio::time::timeout(limit, acceptor.0.accept(stream)).await {
                         Ok(Ok(tls)) if tls.get_ref().1.alpn_protocol() == Some(b"h2") => {
-                            serve_h2(tls, rt, conn, shared, watcher, slot).await;
+                            serve_conn(tls, true, rt, conn, shared, watcher, slot).await;
                         }
-                        Ok(Ok(tls)) => serve_stream(tls, rt, conn, shared, watcher, slot).await,
+                        Ok(Ok(tls)) => {
+                            serve_conn(tls, false, rt, conn, shared, watcher, slot).await
+                        }
                         Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => debug!(%peer, "TLS handshake timed out"),
                     }
@@ -407,44 +413,22 @@ async fn accept_loop(
     graceful
 }
 
-/// Serves one client connection (plain or TLS) until it ends.
-async fn serve_stream<S: ClientStream>(
-    stream: S,
-    rt: Arc<Runtime>,
-    conn: Arc<ConnInfo>,
-    shared: Arc<Shared>,
-    watcher: hyper_util::server::graceful::Watcher,
-    slot: ConnSlot,
-) {
-    let _slot = slot;
-    let l = &rt.listeners[conn.listener];
-    let io = ClientIo::new(
-        stream,
-        conn.shared.clone(),
-        l.client_header_timeout,
-        l.keepalive_timeout,
-    );
-    // No hyper timer: its header-read timeout (30 s by default once a
-    // timer is set) would arm a timer per request; ClientIo enforces
-    // client_header_timeout and keepalive_timeout instead.
-    let mut builder = http1::Builder::new();
-    builder
-        .keep_alive(true)
-        // Over these hyper answers 431 itself.
-        .max_header_size(l.max_header_size)
-        .max_headers(l.max_headers)
-        // Bounds what is queued for a slow reader (hyper's default is
-        // ~400 KiB per connection); the kernel's send buffer holds more.
-        .max_buf_size(CLIENT_BUF_MAX.max(l.max_header_size));
-    let peer = conn.peer;
-    let svc = GatewayService {
-        shared,
-        born: rt.clone(),
-        conn,
-    };
-    let served = watcher.watch(builder.serve_connection(TokioIo::new(io), svc));
-    if let Err(e) = served.await {
-        debug!(%peer, error = %e, "client connection ended with an error");
+/// Drives `conn` under the graceful-shutdown `watcher`, polling it once
+/// first: a connection accepted just before a drain began (its request
+/// already waiting in the socket) reads that request and answers it,
+/// instead of being closed as idle before it read anything.
+async fn watch<C>(watcher: hyper_util::server::graceful::Watcher, mut conn: C) -> C::Output
+where
+    C: hyper_util::server::graceful::GracefulConnection + Unpin,
+{
+    let first = std::future::poll_fn(|cx| match Pin::new(&mut conn).poll(cx) {
+        std::task::Poll::Ready(r) => std::task::Poll::Ready(Some(r)),
+        std::task::Poll::Pending => std::task::Poll::Ready(None),
+    })
+    .await;
+    match first {
+        Some(done) => done,
+        None => watcher.watch(conn).await,
     }
 }
 
@@ -482,12 +466,14 @@ async fn h2c_preface(stream: &tokio::net::TcpStream, limit: Duration) -> Option<
     }
 }
 
-/// Serves one HTTP/2 client connection until it ends. Streams are bounded
-/// by `max_concurrent_streams`, the header list by `max_header_size`, and
-/// hyper's defaults bound resets (CVE-2023-44487 rapid reset: at most 20
-/// pending reset streams, then GOAWAY), CONTINUATION frames and SETTINGS.
-async fn serve_h2<S: ClientStream>(
+/// Serves one client connection (plain or TLS, HTTP/1.1 or, with `h2`,
+/// HTTP/2) until it ends. HTTP/2 streams are bounded by
+/// `max_concurrent_streams`, the header list by `max_header_size`, and
+/// client resets by `max_pending_accept_reset_streams` (CVE-2023-44487
+/// rapid reset: at most 20 pending, then GOAWAY).
+async fn serve_conn<S: ClientStream>(
     stream: S,
+    h2: bool,
     rt: Arc<Runtime>,
     conn: Arc<ConnInfo>,
     shared: Arc<Shared>,
@@ -495,26 +481,49 @@ async fn serve_h2<S: ClientStream>(
     slot: ConnSlot,
 ) {
     let _slot = slot;
-    let l = &rt.listeners[conn.listener];
-    let mut builder =
-        hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
-    builder
-        .timer(hyper_util::rt::TokioTimer::new())
-        .max_concurrent_streams(l.max_concurrent_streams)
-        .max_header_list_size(u32::try_from(l.max_header_size).unwrap_or(u32::MAX))
-        .max_pending_accept_reset_streams(20)
-        // A ping every keep-alive timeout finds dead peers.
-        .keep_alive_interval(Some(l.keepalive_timeout))
-        .keep_alive_timeout(l.client_header_timeout);
     let peer = conn.peer;
+    let l = &rt.listeners[conn.listener];
+    let conn_shared = conn.shared.clone();
     let svc = GatewayService {
         shared,
         born: rt.clone(),
         conn,
     };
-    let served = watcher.watch(builder.serve_connection(TokioIo::new(stream), svc));
-    if let Err(e) = served.await {
-        debug!(%peer, error = %e, "HTTP/2 client connection ended with an error");
+    let served = if h2 {
+        let mut builder =
+            hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+        builder
+            .timer(hyper_util::rt::TokioTimer::new())
+            .max_concurrent_streams(l.max_concurrent_streams)
+            .max_header_list_size(u32::try_from(l.max_header_size).unwrap_or(u32::MAX))
+            .max_pending_accept_reset_streams(20)
+            // A ping every keep-alive timeout finds dead peers.
+            .keep_alive_interval(Some(l.keepalive_timeout))
+            .keep_alive_timeout(l.client_header_timeout);
+        watch(watcher, builder.serve_connection(TokioIo::new(stream), svc)).await
+    } else {
+        let io = ClientIo::new(
+            stream,
+            conn_shared,
+            l.client_header_timeout,
+            l.keepalive_timeout,
+        );
+        // No hyper timer: its header-read timeout (30 s by default once a
+        // timer is set) would arm a timer per request; ClientIo enforces
+        // client_header_timeout and keepalive_timeout instead.
+        let mut builder = http1::Builder::new();
+        builder
+            .keep_alive(true)
+            // Over these hyper answers 431 itself.
+            .max_header_size(l.max_header_size)
+            .max_headers(l.max_headers)
+            // Bounds what is queued for a slow reader (hyper's default is
+            // ~400 KiB per connection); the kernel's send buffer holds more.
+            .max_buf_size(CLIENT_BUF_MAX.max(l.max_header_size));
+        watch(watcher, builder.serve_connection(TokioIo::new(io), svc)).await
+    };
+    if let Err(e) = served {
+        debug!(%peer, h2, error = %e, "client connection ended with an error");
     }
 }
 

@@ -359,6 +359,15 @@ async fn combined_log_format_and_reopen_on_sigusr1() {
         .contains(&r.request_id()));
 }
 
+/// Runs `waygate <args> --config <cfg>` off the runtime's threads.
+async fn waygate(args: &[&str], cfg: &std::path::Path) -> std::process::Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).arg("--config").arg(cfg);
+    tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap()
+}
+
 /// A loopback port free right now.
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -404,11 +413,7 @@ async fn reload_on_sighup_with_waygate_reload_and_on_file_change() {
 
     // `waygate reload` with an invalid config: rejected, exit 1, old config serves.
     p.rewrite(&format!("{base}\n[[route]]\nupstream = \"nope\"\n"));
-    let out = Command::new(BIN)
-        .args(["reload", "--config"])
-        .arg(&p.cfg)
-        .output()
-        .unwrap();
+    let out = waygate(&["reload"], &p.cfg).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("reload rejected (422)"), "{stderr}");
@@ -422,11 +427,7 @@ async fn reload_on_sighup_with_waygate_reload_and_on_file_change() {
     p.rewrite(&format!(
         "{base}\n[[route]]\nname = \"newer\"\npath_prefix = \"/newer\"\nupstream = \"b\"\n"
     ));
-    let out = Command::new(BIN)
-        .args(["reload", "--config"])
-        .arg(&p.cfg)
-        .output()
-        .unwrap();
+    let out = waygate(&["reload"], &p.cfg).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -600,16 +601,7 @@ async fn binary_upgrade_under_load_refuses_and_fails_nothing() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     // An upgrade to a config the new process rejects fails, and changes nothing.
     old.rewrite(&format!("{rest}\n[[route]]\nupstream = \"nope\"\n"));
-    let cfg = old.cfg.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(BIN)
-            .args(["upgrade", "--config"])
-            .arg(&cfg)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let out = waygate(&["upgrade"], &old.cfg).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("before taking over"), "{stderr}");
@@ -617,16 +609,7 @@ async fn binary_upgrade_under_load_refuses_and_fails_nothing() {
     // A request in flight on the old process across the hand-over.
     let in_flight = tokio::spawn(async move { common::get(addr, "/slow", &[]).await });
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let cfg = old.cfg.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(BIN)
-            .args(["upgrade", "--config"])
-            .arg(&cfg)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let out = waygate(&["upgrade"], &old.cfg).await;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),

@@ -221,6 +221,44 @@ pub struct UpstreamConfig {
     pub pool_max_idle: usize,
     pub max_response_header_size: usize,
     pub head_hold: Duration,
+    pub protocol: UpstreamProtocol,
+    /// Present: connections to the servers use TLS.
+    pub tls: Option<UpstreamTls>,
+    pub tunnel_idle_timeout: Duration,
+}
+
+/// Default `tunnel_idle_timeout`.
+pub const DEFAULT_TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// The HTTP version spoken to an upstream's servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    Http1,
+    /// HTTP/2 over TLS (ALPN `h2`).
+    H2,
+    /// HTTP/2 in clear text with prior knowledge.
+    H2c,
+}
+
+impl UpstreamProtocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            UpstreamProtocol::Http1 => "http1",
+            UpstreamProtocol::H2 => "h2",
+            UpstreamProtocol::H2c => "h2c",
+        }
+    }
+}
+
+/// TLS to an upstream's servers, with its files read and checked at load.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamTls {
+    /// SNI and the name checked in certificates; `None`: each server's host.
+    pub server_name: Option<String>,
+    /// Trusted CAs (DER); `None`: the system's roots.
+    pub ca: Option<Vec<rustls_pki_types::CertificateDer<'static>>>,
+    /// Client certificate and key for mutual TLS.
+    pub client_cert: Option<TlsCertificate>,
 }
 
 /// One server of an upstream.

@@ -198,6 +198,24 @@ pub struct RawUpstream {
     /// How long to wait for the first body bytes before committing the
     /// response head, so a body broken from its first byte becomes a 502.
     pub head_hold: Option<Duration>,
+    /// Protocol spoken to the servers: `http1` (default), `h2` (HTTP/2 over
+    /// TLS) or `h2c` (HTTP/2 in clear text, prior knowledge).
+    pub protocol: Option<Spanned<String>>,
+    /// Connect to the servers over TLS (default false; `h2` implies it).
+    pub tls: Option<Spanned<bool>>,
+    /// Name sent as SNI and checked in the server's certificate (default:
+    /// the server's host).
+    pub tls_server_name: Option<Spanned<String>>,
+    /// PEM file of the CAs the servers' certificates must chain to
+    /// (default: the system's roots).
+    pub tls_ca: Option<Spanned<String>>,
+    /// PEM file of a client certificate (mutual TLS); needs `tls_client_key`.
+    pub tls_client_cert: Option<Spanned<String>>,
+    /// PEM file of the client certificate's private key.
+    pub tls_client_key: Option<Spanned<String>>,
+    /// Longest time an upgraded connection (WebSocket) may carry no byte
+    /// either way before it is closed (default 1h).
+    pub tunnel_idle_timeout: Option<Spanned<Duration>>,
 }
 
 #[derive(Debug, Deserialize)]

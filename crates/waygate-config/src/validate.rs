@@ -70,7 +70,7 @@ pub(crate) fn validate(
         .map_or(AccessLogTarget::Stdout, |a| access_log(a, base));
     let gateway = cx.gateway(raw.gateway, base);
     let listeners = cx.listeners(&raw.listener, base);
-    let upstreams = cx.upstreams(&raw.upstream);
+    let upstreams = cx.upstreams(&raw.upstream, base);
     let rate_limits = cx.rate_limits(&raw.rate_limit);
     let routes = cx.routes(&raw.route, &listeners, &upstreams, &rate_limits);
     cx.unused_upstreams(&raw.upstream, &routes);
@@ -343,6 +343,7 @@ impl Ctx<'_> {
     fn upstreams(
         &mut self,
         raw: &std::collections::BTreeMap<Spanned<String>, Spanned<RawUpstream>>,
+        base: &Path,
     ) -> Vec<UpstreamConfig> {
         let mut out = Vec::new();
         for (name, u) in raw {
@@ -385,6 +386,12 @@ impl Ctx<'_> {
                 .adaptive_concurrency
                 .as_ref()
                 .and_then(|a| self.adaptive(a));
+            let (protocol, tls) = self.upstream_tls(u, base);
+            let tunnel_idle_timeout = self.timeout(
+                &u.tunnel_idle_timeout,
+                "tunnel_idle_timeout",
+                DEFAULT_TUNNEL_IDLE_TIMEOUT,
+            );
             out.push(UpstreamConfig {
                 name: name.get_ref().clone(),
                 servers,
@@ -409,6 +416,9 @@ impl Ctx<'_> {
                 pool_max_idle: u.pool_max_idle.unwrap_or(DEFAULT_POOL_MAX_IDLE),
                 max_response_header_size,
                 head_hold: u.head_hold.map_or(DEFAULT_HEAD_HOLD, |d| d.0),
+                protocol,
+                tls,
+                tunnel_idle_timeout,
             });
         }
         out

@@ -29,6 +29,12 @@ pub enum Cause {
     ConnectTimeout,
     /// The TCP connection failed for another reason (unreachable network or host).
     ConnectFailed,
+    /// The TLS handshake with the server failed for a reason other than
+    /// its certificate (no common protocol version or cipher, not TLS at all).
+    TlsProtocolError,
+    /// The server's TLS certificate was not accepted (unknown issuer,
+    /// expired, wrong name).
+    TlsCertificateError,
     /// The server reset the connection before a complete response head.
     UpstreamReset,
     /// A reused keep-alive connection was closed by the server while the
@@ -51,6 +57,10 @@ pub enum Cause {
     ResponseBodyTruncated,
     /// The server stopped sending the response body for longer than the body idle timeout.
     ResponseBodyTimeout,
+    /// The client asked to switch protocols (WebSocket) and the server's
+    /// answer could not be tunnelled: it switched to another protocol, or
+    /// to none that was asked for.
+    HttpUpgradeFailed,
     /// The upstream stopped reading the request body for longer than the body idle timeout.
     UpstreamWriteTimeout,
     /// The client's request body could not be read (invalid chunked encoding).
@@ -97,6 +107,8 @@ impl Cause {
         Cause::ConnectionRefused,
         Cause::ConnectTimeout,
         Cause::ConnectFailed,
+        Cause::TlsProtocolError,
+        Cause::TlsCertificateError,
         Cause::UpstreamReset,
         Cause::PooledConnectionClosed,
         Cause::UpstreamClosed,
@@ -107,6 +119,7 @@ impl Cause {
         Cause::ResponseBodyInvalid,
         Cause::ResponseBodyTruncated,
         Cause::ResponseBodyTimeout,
+        Cause::HttpUpgradeFailed,
         Cause::UpstreamWriteTimeout,
         Cause::ClientBodyError,
         Cause::InvalidRequest,
@@ -128,6 +141,9 @@ impl Cause {
             Cause::ConnectionRefused => "connection_refused",
             Cause::ConnectTimeout => "connect_timeout",
             Cause::ConnectFailed => "connect_failed",
+            Cause::TlsProtocolError => "tls_protocol_error",
+            Cause::TlsCertificateError => "tls_certificate_error",
+            Cause::HttpUpgradeFailed => "http_upgrade_failed",
             Cause::UpstreamReset => "upstream_reset",
             Cause::PooledConnectionClosed => "pooled_connection_closed",
             Cause::UpstreamClosed => "upstream_closed",
@@ -158,6 +174,9 @@ impl Cause {
             Cause::DnsError
             | Cause::ConnectionRefused
             | Cause::ConnectFailed
+            | Cause::TlsProtocolError
+            | Cause::TlsCertificateError
+            | Cause::HttpUpgradeFailed
             | Cause::UpstreamReset
             | Cause::PooledConnectionClosed
             | Cause::UpstreamClosed
@@ -191,6 +210,9 @@ impl Cause {
             Cause::ConnectionRefused => "connection_refused",
             Cause::ConnectTimeout => "connection_timeout",
             Cause::ConnectFailed => "destination_ip_unroutable",
+            Cause::TlsProtocolError => "tls_protocol_error",
+            Cause::TlsCertificateError => "tls_certificate_error",
+            Cause::HttpUpgradeFailed => "http_upgrade_failed",
             Cause::UpstreamReset | Cause::PooledConnectionClosed => "connection_terminated",
             Cause::UpstreamClosed | Cause::ResponseBodyTruncated => "http_response_incomplete",
             Cause::ResponseTimeout => "http_response_timeout",
@@ -232,6 +254,10 @@ impl Cause {
             Cause::DnsError | Cause::DnsTimeout => "The service's address could not be found",
             Cause::ConnectionRefused | Cause::ConnectFailed => "The service is not reachable",
             Cause::ConnectTimeout => "The service did not answer in time",
+            Cause::TlsProtocolError | Cause::TlsCertificateError => {
+                "The service's secure connection failed"
+            }
+            Cause::HttpUpgradeFailed => "The service did not switch protocols",
             Cause::UpstreamReset | Cause::PooledConnectionClosed | Cause::UpstreamClosed => {
                 "The service hung up"
             }
@@ -277,6 +303,15 @@ impl Cause {
                 "The server behind this service did not accept a connection in time."
             }
             Cause::ConnectFailed => "The server behind this service could not be reached over the network.",
+            Cause::TlsProtocolError => {
+                "The gateway could not set up a secure connection with the server behind this service."
+            }
+            Cause::TlsCertificateError => {
+                "The server behind this service presented a certificate the gateway does not trust, so nothing was sent to it."
+            }
+            Cause::HttpUpgradeFailed => {
+                "Your client asked to switch protocols (for example to WebSocket) and the server behind this service did not switch properly."
+            }
             Cause::UpstreamReset => {
                 "The server behind this service reset the connection before answering."
             }
@@ -355,6 +390,17 @@ impl Cause {
             ],
             Cause::ConnectFailed => &[
                 "Check the network route from the gateway to the server (no route to host).",
+            ],
+            Cause::TlsProtocolError => &[
+                "Does the server speak TLS on that port? `tls = true` against a plain-HTTP port fails like this.",
+                "Do the server and the gateway share a TLS version (1.2 or 1.3) and a cipher suite?",
+            ],
+            Cause::TlsCertificateError => &[
+                "Is the server's certificate signed by the upstream's `tls_ca` (or a system root when none is set)?",
+                "Does it name the host the gateway expects (`tls_server_name`, or the server's host)? Is it expired?",
+            ],
+            Cause::HttpUpgradeFailed => &[
+                "The server answered 101 Switching Protocols with an Upgrade other than the one asked for, or the switch failed: check its WebSocket handling.",
             ],
             Cause::UpstreamReset => &[
                 "Did the application crash or restart while handling the request? Check its logs.",

@@ -266,7 +266,11 @@ pub(crate) async fn run(
                 }
                 rec.outcome = AttemptOutcome::Cause(cause.name());
                 finish.rec.attempts.push(rec);
-                let err = GatewayError::new(cause, format!("{}: {e}", pool.label));
+                let detail = match classify::tls(&e) {
+                    Some(f) => format!("{}: {e}: {}", pool.label, f.detail),
+                    None => format!("{}: {e}", pool.label),
+                };
+                let err = GatewayError::new(cause, detail);
                 return Err(Failure { err, sent: true });
             }
             Err(SendError::Timeout(err)) => {
@@ -338,7 +342,7 @@ async fn send(
             t.min(upstream.response_timeout)
         });
     let sent_at = Instant::now();
-    let fut = conn.tx.try_send_request(req);
+    let fut = conn.send(req);
     let map = |r: Result<
         Response<Incoming>,
         hyper::client::conn::TrySendError<Request<UpstreamBody>>,

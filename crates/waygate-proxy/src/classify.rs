@@ -18,8 +18,30 @@ fn io_kind(e: &(dyn StdError + 'static)) -> Option<io::ErrorKind> {
     None
 }
 
+/// A TLS failure (from rustls) somewhere in `e`'s sources.
+pub(crate) fn tls(e: &(dyn StdError + 'static)) -> Option<waygate_upstream::TlsFailure> {
+    let mut cur: Option<&(dyn StdError + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(f) = err
+            .downcast_ref::<io::Error>()
+            .and_then(waygate_upstream::tls_failure)
+        {
+            return Some(f);
+        }
+        cur = err.source();
+    }
+    None
+}
+
 /// The cause of a failed `send_request` (before a response head arrived).
 pub(crate) fn send_error(e: &hyper::Error) -> Cause {
+    if let Some(f) = tls(e) {
+        return if f.certificate {
+            Cause::TlsCertificateError
+        } else {
+            Cause::TlsProtocolError
+        };
+    }
     if e.is_parse_too_large() {
         return Cause::ResponseHeadersTooLarge;
     }

@@ -18,7 +18,7 @@ use http::{Method, Request, Response, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use waygate_config::HashKey;
+use waygate_config::{HashKey, UpstreamProtocol};
 use waygate_core::{Cause, GatewayError, RequestId, Side};
 use waygate_telemetry::AccessRecord;
 use waygate_upstream::{Outcome, Pick, ServerSet};
@@ -221,10 +221,20 @@ async fn forward(
     // Prepare the request and its body.
     let key = upstream.hash_key.as_ref().map(|k| hash_key(k, conn, &req));
     let (mut parts, body) = req.into_parts();
+    let te_trailers = parts
+        .headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
     // One header value for the id, shared (not copied) by request and response.
     let id_header =
         HeaderValue::from_str(id.as_str()).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
     prepare_request(rt, conn, &mut parts, &id_header);
+    if upstream.pool.protocol != UpstreamProtocol::Http1 {
+        for_h2(&mut parts, te_trailers, upstream.pool.tls.is_some());
+    }
     let limit = listener.max_request_body_size;
     if let (Some(max), Some(len)) = (limit, body.size_hint().exact()) {
         if len > max {
@@ -554,6 +564,34 @@ fn prepare_request(rt: &Runtime, conn: &ConnInfo, parts: &mut Parts, id: &Header
         parts.uri = Uri::try_from(origin_form).unwrap_or_else(|_| Uri::from_static("/"));
     }
     parts.version = Version::HTTP_11;
+}
+
+/// Makes an HTTP/1.1-shaped request an HTTP/2 one: the target in absolute
+/// form (its authority becomes `:authority`, equal to Host, RFC 9113
+/// §8.3.1), and `TE: trailers` kept if the client sent it (gRPC needs it).
+fn for_h2(parts: &mut Parts, te_trailers: bool, tls: bool) {
+    let authority = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok())
+        .unwrap_or_else(|| http::uri::Authority::from_static("localhost"));
+    let mut uri = std::mem::take(&mut parts.uri).into_parts();
+    uri.scheme = Some(if tls {
+        http::uri::Scheme::HTTPS
+    } else {
+        http::uri::Scheme::HTTP
+    });
+    uri.authority = Some(authority);
+    if uri.path_and_query.is_none() {
+        uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    parts.uri = Uri::from_parts(uri).unwrap_or_else(|_| Uri::from_static("/"));
+    if te_trailers {
+        parts
+            .headers
+            .insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    parts.version = Version::HTTP_2;
 }
 
 /// Turns the upstream's response head into ours, after checking that its

@@ -1,20 +1,24 @@
-//! Upstream connections: connecting (DNS, TCP, HTTP/1.1 handshake) under
-//! the connect timeout with each failure classified, and a bounded,
-//! lock-free pool of idle keep-alive connections per server.
+//! Upstream connections: connecting (DNS, TCP, TLS, HTTP/1.1 or HTTP/2
+//! handshake) under the connect timeout with each failure classified; a
+//! bounded, lock-free pool of idle keep-alive connections per server for
+//! HTTP/1.1, and one shared multiplexed connection per server for HTTP/2.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use crossbeam_queue::ArrayQueue;
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2, TrySendError};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
-use waygate_config::ServerAddr;
+use waygate_config::{ServerAddr, UpstreamProtocol};
 use waygate_core::{Cause, GatewayError};
 use waygate_resilience::ConnPermit;
 
@@ -34,6 +38,37 @@ const READ_BUF_MAX: usize = 128 * 1024;
 /// announced keep-alive timeout.
 const KEEPALIVE_MARGIN: Duration = Duration::from_millis(500);
 
+/// How an upstream's connections are made and pooled; shared by its
+/// servers. Pools are kept across a reload only while this is unchanged.
+#[derive(Debug)]
+pub(crate) struct PoolSettings {
+    pub(crate) max_idle: usize,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) max_header_size: usize,
+    pub(crate) protocol: UpstreamProtocol,
+    /// Present: connections use TLS; an error if its configuration could
+    /// not be built (every connect then fails with it).
+    pub(crate) tls: Option<Result<waygate_upstream::TlsConnect, String>>,
+}
+
+impl PoolSettings {
+    /// How health checks reach the servers: like requests do.
+    pub(crate) fn transport(&self) -> waygate_upstream::Transport {
+        waygate_upstream::Transport {
+            tls: self.tls.as_ref().and_then(|t| t.as_ref().ok()).cloned(),
+            h2: self.protocol != UpstreamProtocol::Http1,
+        }
+    }
+}
+
+/// The request half of an upstream connection.
+#[derive(Debug)]
+pub(crate) enum Sender {
+    H1(http1::SendRequest<UpstreamBody>),
+    /// One of the clones of a shared HTTP/2 connection's handle.
+    H2(http2::SendRequest<UpstreamBody>),
+}
+
 /// One server of an upstream and its idle connections.
 #[derive(Debug)]
 pub(crate) struct Server {
@@ -43,8 +78,9 @@ pub(crate) struct Server {
     /// Set when the host is an IP literal: no DNS lookup needed.
     literal: Option<SocketAddr>,
     idle: ArrayQueue<Idle>,
-    idle_timeout: Duration,
-    max_header_size: usize,
+    /// The shared HTTP/2 connection, when the protocol is `h2` or `h2c`.
+    h2: ArcSwapOption<H2Conn>,
+    settings: Arc<PoolSettings>,
     /// Woken when a connection is returned, for requests waiting on the
     /// upstream's connection limit.
     released: Arc<Notify>,
@@ -54,18 +90,24 @@ pub(crate) struct Server {
 
 #[derive(Debug)]
 struct Idle {
-    tx: SendRequest<UpstreamBody>,
+    tx: http1::SendRequest<UpstreamBody>,
     task: AbortHandle,
     expires: Instant,
+}
+
+#[derive(Debug)]
+struct H2Conn {
+    tx: http2::SendRequest<UpstreamBody>,
 }
 
 /// A connection checked out of (or fresh for) a server.
 #[derive(Debug)]
 pub(crate) struct PooledConn {
-    pub(crate) tx: SendRequest<UpstreamBody>,
-    /// The task driving the connection: aborting it closes the socket and
-    /// drops whatever request body it still holds.
-    task: AbortHandle,
+    pub(crate) tx: Sender,
+    /// The task driving an HTTP/1.1 connection: aborting it closes the
+    /// socket and drops whatever request body it still holds. `None` for
+    /// HTTP/2, whose connection is shared and never closed for one stream.
+    task: Option<AbortHandle>,
     server: Arc<Server>,
     /// Came from the pool (as opposed to freshly connected).
     pub(crate) reused: bool,
@@ -78,9 +120,7 @@ pub(crate) struct PooledConn {
 impl Server {
     pub(crate) fn new(
         addr: ServerAddr,
-        max_idle: usize,
-        idle_timeout: Duration,
-        max_header_size: usize,
+        settings: Arc<PoolSettings>,
         released: Arc<Notify>,
         conn_count: Arc<AtomicI64>,
     ) -> Self {
@@ -93,9 +133,9 @@ impl Server {
             label: addr.to_string().into(),
             addr,
             literal,
-            idle: ArrayQueue::new(max_idle.max(1)),
-            idle_timeout,
-            max_header_size,
+            idle: ArrayQueue::new(settings.max_idle.max(1)),
+            h2: ArcSwapOption::empty(),
+            settings,
             released,
             conn_count,
         }
@@ -103,6 +143,20 @@ impl Server {
 
     /// An idle connection that is still open and ready, if any.
     pub(crate) fn checkout(self: &Arc<Self>) -> Option<PooledConn> {
+        if self.settings.protocol != UpstreamProtocol::Http1 {
+            let shared = self.h2.load();
+            let c = shared.as_ref()?;
+            if c.tx.is_closed() {
+                return None;
+            }
+            return Some(PooledConn {
+                tx: Sender::H2(c.tx.clone()),
+                task: None,
+                server: self.clone(),
+                reused: true,
+                server_keepalive: None,
+            });
+        }
         let now = Instant::now();
         while let Some(idle) = self.idle.pop() {
             if idle.tx.is_closed() || now >= idle.expires {
@@ -111,8 +165,8 @@ impl Server {
             }
             if idle.tx.is_ready() {
                 return Some(PooledConn {
-                    tx: idle.tx,
-                    task: idle.task,
+                    tx: Sender::H1(idle.tx),
+                    task: Some(idle.task),
                     server: self.clone(),
                     reused: true,
                     server_keepalive: None,
@@ -133,14 +187,14 @@ impl Server {
     /// margin), so the gateway closes it before the server does.
     fn put(
         &self,
-        tx: SendRequest<UpstreamBody>,
+        tx: http1::SendRequest<UpstreamBody>,
         task: AbortHandle,
         server_keepalive: Option<Duration>,
     ) {
         if tx.is_closed() {
             return;
         }
-        let mut ttl = self.idle_timeout;
+        let mut ttl = self.settings.idle_timeout;
         if let Some(ka) = server_keepalive {
             ttl = ttl.min(ka.saturating_sub(KEEPALIVE_MARGIN));
         }
@@ -160,9 +214,10 @@ impl Server {
         self.released.notify_one();
     }
 
-    /// Opens a new connection: DNS (unless the host is an IP), TCP connect
-    /// and HTTP/1.1 handshake, all within `timeout`. `permit` is held for
-    /// as long as the connection is open.
+    /// Opens a new connection: DNS (unless the host is an IP), TCP connect,
+    /// TLS and HTTP handshakes, all within `timeout`. `permit` is held for
+    /// as long as the connection is open. A new HTTP/2 connection becomes
+    /// the server's shared one.
     pub(crate) async fn connect(
         self: &Arc<Self>,
         timeout: Duration,
@@ -190,35 +245,115 @@ impl Server {
             }
         };
         let _ = stream.set_nodelay(true);
+        let guard = (permit, ConnCount::new(self.conn_count.clone()));
+        match &self.settings.tls {
+            None => self.handshake(stream, guard).await,
+            Some(Err(e)) => Err(GatewayError::new(
+                Cause::TlsCertificateError,
+                format!("TLS to {}: {e}", self.label),
+            )),
+            Some(Ok(tls)) => {
+                let hs = tls.handshake(stream, &self.addr.host);
+                let stream = match tokio::time::timeout_at(deadline, hs).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(f)) => {
+                        let cause = if f.certificate {
+                            Cause::TlsCertificateError
+                        } else {
+                            Cause::TlsProtocolError
+                        };
+                        return Err(GatewayError::new(
+                            cause,
+                            format!("{}: {}", self.label, f.detail),
+                        ));
+                    }
+                    Err(_) => {
+                        return Err(GatewayError::new(
+                            Cause::ConnectTimeout,
+                            format!(
+                                "TLS handshake with {} did not complete within {timeout:?} (does the port speak TLS?)",
+                                self.label
+                            ),
+                        ))
+                    }
+                };
+                let alpn = stream.get_ref().1.alpn_protocol();
+                if self.settings.protocol == UpstreamProtocol::H2 && alpn == Some(b"http/1.1") {
+                    return Err(GatewayError::new(
+                        Cause::TlsProtocolError,
+                        format!(
+                            "{} chose HTTP/1.1 in ALPN; the upstream's protocol is h2",
+                            self.label
+                        ),
+                    ));
+                }
+                self.handshake(stream, guard).await
+            }
+        }
+    }
+
+    /// The HTTP handshake over an established stream; the connection's task
+    /// holds `guard` (its permit and its count) while it is open.
+    async fn handshake<S>(
+        self: &Arc<Self>,
+        stream: S,
+        guard: (ConnPermit, ConnCount),
+    ) -> Result<PooledConn, GatewayError>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let failed = |e: hyper::Error| {
+            GatewayError::new(
+                Cause::UpstreamClosed,
+                format!("handshake with {}: {e}", self.label),
+            )
+        };
+        let label = self.label.clone();
+        let max_header_size = self.settings.max_header_size;
+        if self.settings.protocol != UpstreamProtocol::Http1 {
+            let (tx, conn) = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .max_header_list_size(u32::try_from(max_header_size).unwrap_or(u32::MAX))
+                .handshake(TokioIo::new(stream))
+                .await
+                .map_err(failed)?;
+            tokio::spawn(async move {
+                let _guard = guard;
+                if let Err(e) = conn.await {
+                    tracing::debug!(server = %label, error = %e, "upstream HTTP/2 connection ended with an error");
+                }
+            });
+            self.h2.store(Some(Arc::new(H2Conn { tx: tx.clone() })));
+            return Ok(PooledConn {
+                tx: Sender::H2(tx),
+                task: None,
+                server: self.clone(),
+                reused: false,
+                server_keepalive: None,
+            });
+        }
         let (tx, conn) = http1::Builder::new()
             // Reads grow adaptively up to this size while a body streams
             // (bigger reads: fewer syscalls for large responses); the head
             // is bounded separately by max_header_size.
-            .max_buf_size(READ_BUF_MAX.max(self.max_header_size))
-            .max_header_size(self.max_header_size)
+            .max_buf_size(READ_BUF_MAX.max(max_header_size))
+            .max_header_size(max_header_size)
             .max_headers(500)
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| {
-                GatewayError::new(
-                    Cause::UpstreamClosed,
-                    format!("handshake with {}: {e}", self.label),
-                )
-            })?;
-        let label = self.label.clone();
-        let count = ConnCount::new(self.conn_count.clone());
+            .map_err(failed)?;
         let task = tokio::spawn(async move {
             // The connection counts against the upstream's limit while open.
-            let _permit = permit;
-            let _count = count;
-            if let Err(e) = conn.await {
+            let _guard = guard;
+            // An upgraded connection (101) ends here and lives on as a tunnel.
+            if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!(server = %label, error = %e, "upstream connection ended with an error");
             }
         })
         .abort_handle();
         Ok(PooledConn {
-            tx,
-            task,
+            tx: Sender::H1(tx),
+            task: Some(task),
             server: self.clone(),
             reused: false,
             server_keepalive: None,
@@ -264,6 +399,10 @@ impl PooledConn {
             server_keepalive,
             ..
         } = self;
+        let (Sender::H1(tx), Some(task)) = (tx, task) else {
+            // An HTTP/2 stream: the connection stays shared.
+            return;
+        };
         if tx.is_ready() {
             server.put(tx, task, server_keepalive);
             return;
@@ -284,7 +423,21 @@ impl PooledConn {
     /// Closes the connection now: after a failed or timed-out exchange its
     /// state is unknown, and it may hold the client's request body.
     pub(crate) fn close(self) {
-        self.task.abort();
+        if let Some(task) = self.task {
+            task.abort();
+        }
+    }
+
+    /// Sends a request; it is handed back untouched if the connection could
+    /// not take it.
+    pub(crate) async fn send(
+        &mut self,
+        req: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, TrySendError<Request<UpstreamBody>>> {
+        match &mut self.tx {
+            Sender::H1(tx) => tx.try_send_request(req).await,
+            Sender::H2(tx) => tx.try_send_request(req).await,
+        }
     }
 }
 

@@ -129,9 +129,8 @@ pub(crate) struct Upstream {
     pub(crate) balance_cfg: Balance,
     pub(crate) slow_start: Option<Duration>,
     pub(crate) outlier: OutlierConfig,
-    pub(crate) pool_max_idle: usize,
-    pub(crate) pool_idle_timeout: Duration,
-    pub(crate) max_response_header_size: usize,
+    /// How connections are made and pooled (protocol, TLS).
+    pub(crate) pool: Arc<crate::pool::PoolSettings>,
     pub(crate) connect_timeout: Duration,
     pub(crate) response_timeout: Duration,
     pub(crate) body_idle_timeout: Duration,
@@ -427,7 +426,23 @@ impl Upstream {
                 && o.pool_idle_timeout == u.pool_idle_timeout
                 && o.max_response_header_size == u.max_response_header_size
                 && o.limits == u.limits
+                && o.protocol == u.protocol
+                && o.tls == u.tls
         });
+        let pool = match old.filter(|_| same_pools) {
+            Some((_, up)) => up.pool.clone(),
+            None => Arc::new(crate::pool::PoolSettings {
+                max_idle: u.pool_max_idle,
+                idle_timeout: u.pool_idle_timeout,
+                max_header_size: u.max_response_header_size,
+                protocol: u.protocol,
+                tls: u.tls.as_ref().map(|t| {
+                    waygate_upstream::TlsConnect::new(t, u.protocol).inspect_err(|e| {
+                        tracing::error!(upstream = %u.name, error = %e, "TLS to the upstream cannot be set up");
+                    })
+                }),
+            }),
+        };
         let old_members = old.map(|(_, up)| up.members.load_full());
         let released = old
             .filter(|_| same_pools)
@@ -439,9 +454,7 @@ impl Upstream {
         let new_pool = |addr: &waygate_config::ServerAddr| {
             Arc::new(Server::new(
                 addr.clone(),
-                u.pool_max_idle,
-                u.pool_idle_timeout,
-                u.max_response_header_size,
+                pool.clone(),
                 released.clone(),
                 conn_count.clone(),
             ))
@@ -500,9 +513,7 @@ impl Upstream {
             balance_cfg: u.balance.clone(),
             slow_start: u.slow_start,
             outlier: u.outlier.clone(),
-            pool_max_idle: u.pool_max_idle,
-            pool_idle_timeout: u.pool_idle_timeout,
-            max_response_header_size: u.max_response_header_size,
+            pool,
             connect_timeout: u.connect_timeout,
             response_timeout: u.response_timeout,
             body_idle_timeout: u.body_idle_timeout,

@@ -152,9 +152,7 @@ async fn refresh(u: &Upstream, known: &mut HashMap<usize, Vec<SocketAddr>>) {
                 states.push(Arc::new(ServerState::new(i, label.as_str().into(), weight)));
                 pools.push(Arc::new(Server::new(
                     addr,
-                    u.pool_max_idle,
-                    u.pool_idle_timeout,
-                    u.max_response_header_size,
+                    u.pool.clone(),
                     u.released.clone(),
                     u.conn_count.clone(),
                 )));
@@ -204,8 +202,12 @@ impl Checkers {
         });
         for (state, pool) in members.set.servers().iter().zip(&members.pools) {
             if !self.0.contains_key(&state.label) {
-                let task =
-                    waygate_upstream::run_checker(state.clone(), pool.addr.clone(), cfg.clone());
+                let task = waygate_upstream::run_checker(
+                    state.clone(),
+                    pool.addr.clone(),
+                    cfg.clone(),
+                    u.pool.transport(),
+                );
                 self.0
                     .insert(state.label.clone(), tokio::spawn(task).abort_handle());
             }

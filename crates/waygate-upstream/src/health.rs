@@ -23,15 +23,28 @@ pub struct CheckOutcome {
     pub detail: String,
 }
 
+/// How a probe talks to a server: TLS or not, HTTP/2 or HTTP/1.1, like
+/// the upstream's requests do.
+#[derive(Debug, Clone, Default)]
+pub struct Transport {
+    pub tls: Option<crate::TlsConnect>,
+    pub h2: bool,
+}
+
 /// Checks `server` forever (until the task is aborted).
-pub async fn run_checker(server: Arc<ServerState>, addr: ServerAddr, cfg: HealthCheckConfig) {
+pub async fn run_checker(
+    server: Arc<ServerState>,
+    addr: ServerAddr,
+    cfg: HealthCheckConfig,
+    transport: Transport,
+) {
     let (mut ok_streak, mut fail_streak) = (0u32, 0u32);
     // Spread the first checks of many servers over the first interval.
     let mut delay = cfg.jitter.mul_f64(fastrand::f64());
     loop {
         tokio::time::sleep(delay).await;
         delay = cfg.interval + cfg.jitter.mul_f64(fastrand::f64());
-        let outcome = check_once(&addr, &cfg).await;
+        let outcome = check_once(&addr, &cfg, &transport).await;
         let state = server.health();
         if outcome.healthy {
             ok_streak += 1;
@@ -60,8 +73,12 @@ pub async fn run_checker(server: Arc<ServerState>, addr: ServerAddr, cfg: Health
 }
 
 /// One check of `addr`, bounded by the check timeout.
-pub async fn check_once(addr: &ServerAddr, cfg: &HealthCheckConfig) -> CheckOutcome {
-    match tokio::time::timeout(cfg.timeout, check(addr, cfg)).await {
+pub async fn check_once(
+    addr: &ServerAddr,
+    cfg: &HealthCheckConfig,
+    transport: &Transport,
+) -> CheckOutcome {
+    match tokio::time::timeout(cfg.timeout, check(addr, cfg, transport)).await {
         Ok(outcome) => outcome,
         Err(_) => CheckOutcome {
             healthy: false,
@@ -70,7 +87,7 @@ pub async fn check_once(addr: &ServerAddr, cfg: &HealthCheckConfig) -> CheckOutc
     }
 }
 
-async fn check(addr: &ServerAddr, cfg: &HealthCheckConfig) -> CheckOutcome {
+async fn check(addr: &ServerAddr, cfg: &HealthCheckConfig, transport: &Transport) -> CheckOutcome {
     let first = match resolve(addr).await {
         Ok(mut all) => all.remove(0),
         Err(detail) => {
@@ -80,7 +97,7 @@ async fn check(addr: &ServerAddr, cfg: &HealthCheckConfig) -> CheckOutcome {
             }
         }
     };
-    let spec = ProbeSpec::from_check(addr, cfg);
+    let spec = ProbeSpec::from_check(addr, cfg, transport.clone());
     let p = probe_addr(first, &spec).await;
     CheckOutcome {
         healthy: p.verdict.is_ok(),
@@ -105,6 +122,8 @@ pub enum Verdict {
     ConnectFailed,
     /// It answered, but not with HTTP (or closed without answering).
     BadHttp,
+    /// The TLS handshake failed (certificate refused, or not TLS).
+    TlsError,
     /// A valid HTTP answer with a status the check does not accept.
     Unhealthy,
 }
@@ -119,6 +138,7 @@ impl Verdict {
             Verdict::Timeout => "timeout",
             Verdict::ConnectFailed => "connect_failed",
             Verdict::BadHttp => "bad_http",
+            Verdict::TlsError => "tls_error",
             Verdict::Unhealthy => "unhealthy",
         }
     }
@@ -153,11 +173,14 @@ pub struct ProbeSpec {
     pub response_timeout: std::time::Duration,
     /// Whether a health check defined this probe (then a pass is "healthy").
     pub is_health_check: bool,
+    /// The server's host, for TLS server names.
+    pub host: String,
+    pub transport: Transport,
 }
 
 impl ProbeSpec {
     /// The upstream's health check, as the checker runs it.
-    pub fn from_check(addr: &ServerAddr, cfg: &HealthCheckConfig) -> Self {
+    pub fn from_check(addr: &ServerAddr, cfg: &HealthCheckConfig, transport: Transport) -> Self {
         Self {
             request: match &cfg.kind {
                 HealthCheckKind::Tcp => None,
@@ -170,6 +193,8 @@ impl ProbeSpec {
             connect_timeout: cfg.timeout,
             response_timeout: cfg.timeout,
             is_health_check: true,
+            host: addr.host.clone(),
+            transport,
         }
     }
 }
@@ -232,19 +257,24 @@ pub async fn probe_addr(target: SocketAddr, spec: &ProbeSpec) -> Probe {
     };
     let sent = tokio::time::Instant::now();
     let exchange = async {
-        let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        let driver = tokio::spawn(conn);
-        let req = Request::get(path.as_str())
-            .header(header::HOST, host.as_str())
-            .header(header::USER_AGENT, "waygate-health-check")
-            .header(header::CONNECTION, "close")
-            .body(Empty::<Bytes>::new())
-            .unwrap_or_default();
-        let out = tx.send_request(req).await.map(|r| r.status().as_u16());
-        driver.abort();
-        out
+        match &spec.transport.tls {
+            None => Ok(exchange(stream, spec.transport.h2, "http", path, host).await),
+            Some(tls) => match tls.handshake(stream, &spec.host).await {
+                Ok(s) => Ok(exchange(s, spec.transport.h2, "https", path, host).await),
+                Err(f) => Err(f),
+            },
+        }
     };
-    match tokio::time::timeout(spec.response_timeout, exchange).await {
+    let answer = match tokio::time::timeout(spec.response_timeout, exchange).await {
+        Ok(Err(f)) => {
+            p.verdict = Verdict::TlsError;
+            p.detail = f.detail;
+            return p;
+        }
+        Ok(Ok(r)) => Ok(r),
+        Err(e) => Err(e),
+    };
+    match answer {
         Err(_) => {
             p.detail = format!("GET {path}: no response within {:?}", spec.response_timeout);
         }
@@ -273,4 +303,50 @@ pub async fn probe_addr(target: SocketAddr, spec: &ProbeSpec) -> Probe {
         }
     }
     p
+}
+
+/// `GET path` over HTTP/1.1 (closing after) or HTTP/2; the status.
+async fn exchange<S>(
+    stream: S,
+    h2: bool,
+    scheme: &str,
+    path: &str,
+    host: &str,
+) -> Result<u16, hyper::Error>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let mut req = Request::get(path)
+        .header(header::USER_AGENT, "waygate-health-check")
+        .body(Empty::<Bytes>::new())
+        .unwrap_or_default();
+    if h2 {
+        if let Ok(uri) = http::Uri::builder()
+            .scheme(scheme)
+            .authority(host)
+            .path_and_query(path)
+            .build()
+        {
+            *req.uri_mut() = uri;
+        }
+        let (mut tx, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            TokioIo::new(stream),
+        )
+        .await?;
+        let driver = tokio::spawn(conn);
+        let out = tx.send_request(req).await.map(|r| r.status().as_u16());
+        driver.abort();
+        return out;
+    }
+    if let Ok(h) = http::HeaderValue::from_str(host) {
+        req.headers_mut().insert(header::HOST, h);
+    }
+    req.headers_mut()
+        .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    let driver = tokio::spawn(conn);
+    let out = tx.send_request(req).await.map(|r| r.status().as_u16());
+    driver.abort();
+    out
 }

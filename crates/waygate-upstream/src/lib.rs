@@ -10,11 +10,14 @@ mod clock;
 mod health;
 mod maglev;
 mod server;
+mod tls;
 mod wrr;
 
 pub use balancer::{Pick, PickReason, ServerSet};
 pub use clock::now_ms;
 pub use health::{
-    check_once, probe_addr, resolve, run_checker, CheckOutcome, Probe, ProbeSpec, Verdict,
+    check_once, probe_addr, resolve, run_checker, CheckOutcome, Probe, ProbeSpec, Transport,
+    Verdict,
 };
 pub use server::{AdminState, Health, InFlight, Outcome, ServerState};
+pub use tls::{tls_failure, TlsConnect, TlsFailure};

@@ -6,8 +6,9 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use clap::ValueEnum;
+use waygate_config::UpstreamProtocol;
 use waygate_config::{Config, Diagnostic};
-use waygate_upstream::{Probe, ProbeSpec, Verdict};
+use waygate_upstream::{Probe, ProbeSpec, TlsConnect, Transport, Verdict};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Format {
@@ -128,10 +129,17 @@ fn run_probes(config: &Config) -> Vec<Probed> {
             .flat_map(|u| u.servers.iter().map(move |s| (u, s)))
             .enumerate()
         {
+            let transport = Transport {
+                tls: u
+                    .tls
+                    .as_ref()
+                    .and_then(|t| TlsConnect::new(t, u.protocol).ok()),
+                h2: u.protocol != UpstreamProtocol::Http1,
+            };
             let spec = match &u.health_check {
                 Some(h) => ProbeSpec {
                     connect_timeout: u.connect_timeout,
-                    ..ProbeSpec::from_check(&s.addr, h)
+                    ..ProbeSpec::from_check(&s.addr, h, transport)
                 },
                 None => ProbeSpec {
                     request: Some(("/".into(), s.addr.to_string())),
@@ -139,6 +147,8 @@ fn run_probes(config: &Config) -> Vec<Probed> {
                     connect_timeout: u.connect_timeout,
                     response_timeout: u.response_timeout.min(PROBE_RESPONSE_MAX),
                     is_health_check: false,
+                    host: s.addr.host.clone(),
+                    transport,
                 },
             };
             let (upstream, addr) = (u.name.clone(), s.addr.clone());

@@ -304,3 +304,66 @@ fn truncated_and_damaged_configs_never_panic() {
         let _ = parse(&src.join("\n"), "t.toml", Path::new("/nonexistent"));
     }
 }
+
+#[test]
+fn upstream_protocol_and_tls_settings_are_checked() {
+    let base = "[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:0\"\n[[route]]\nupstream = \"u\"\n[upstream.u]\nservers = [\"127.0.0.1:1\"]\n";
+    let cases = [
+        ("protocol = \"h3\"\n", 8, 12, "protocol `h3` is not known"),
+        (
+            "protocol = \"h2\"\ntls = false\n",
+            9,
+            7,
+            "protocol \"h2\" is HTTP/2 over TLS and cannot have tls = false",
+        ),
+        (
+            "protocol = \"h2c\"\ntls = true\n",
+            9,
+            7,
+            "protocol \"h2c\" is HTTP/2 in clear text and cannot have tls = true",
+        ),
+        (
+            "tls_ca = \"ca.pem\"\n",
+            8,
+            10,
+            "tls_ca is set but the upstream does not use TLS",
+        ),
+        (
+            "tls = true\ntls_ca = \"/nonexistent/ca.pem\"\n",
+            9,
+            10,
+            "cannot read CA file `/nonexistent/ca.pem`",
+        ),
+        (
+            "tls = true\ntls_client_cert = \"c.pem\"\n",
+            9,
+            19,
+            "mutual TLS needs both tls_client_cert and tls_client_key",
+        ),
+        (
+            "tls = true\ntls_server_name = \"not a name\"\n",
+            9,
+            19,
+            "tls_server_name `not a name` is not a DNS name or IP address",
+        ),
+    ];
+    for (extra, line, column, message) in cases {
+        let e = one_error(&format!("{base}{extra}"));
+        assert!(e.message.starts_with(message), "{extra}: {}", e.message);
+        assert_eq!((e.line, e.column), (line, column), "{extra}");
+    }
+    // h2 implies TLS; the defaults are HTTP/1.1 in clear text.
+    let ok = parse(
+        &format!("{base}protocol = \"h2\"\n[upstream.v]\nservers = [\"127.0.0.1:2\"]\n[[route]]\npath_prefix = \"/v\"\nupstream = \"v\"\n"),
+        "t.toml",
+        Path::new("."),
+    )
+    .expect("valid");
+    let u = &ok.config.upstreams[0];
+    assert_eq!(u.protocol, crate::UpstreamProtocol::H2);
+    assert!(u.tls.is_some());
+    let v = &ok.config.upstreams[1];
+    assert_eq!(v.protocol, crate::UpstreamProtocol::Http1);
+    assert!(v.tls.is_none());
+    assert_eq!(v.tunnel_idle_timeout, std::time::Duration::from_secs(3600));
+}

@@ -10,8 +10,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use toml::Spanned;
 
 use super::Ctx;
-use crate::model::TlsCertificate;
-use crate::raw::RawTls;
+use crate::model::{TlsCertificate, UpstreamProtocol, UpstreamTls};
+use crate::raw::{RawTls, RawUpstream};
 
 /// Certificates expiring sooner than this get a warning.
 const EXPIRY_WARNING_DAYS: i64 = 14;
@@ -19,6 +19,144 @@ const EXPIRY_WARNING_DAYS: i64 = 14;
 // === impl Ctx ===
 
 impl Ctx<'_> {
+    /// An upstream's protocol and TLS settings; the CA and client
+    /// certificate files are read and checked now.
+    pub(super) fn upstream_tls(
+        &mut self,
+        u: &RawUpstream,
+        base: &Path,
+    ) -> (UpstreamProtocol, Option<UpstreamTls>) {
+        let protocol = match u.protocol.as_ref() {
+            None => UpstreamProtocol::Http1,
+            Some(p) => match p.get_ref().as_str() {
+                "http1" => UpstreamProtocol::Http1,
+                "h2" => UpstreamProtocol::H2,
+                "h2c" => UpstreamProtocol::H2c,
+                other => {
+                    self.error(
+                        p.span(),
+                        format!("protocol `{other}` is not known"),
+                        Some("expected \"http1\", \"h2\" (HTTP/2 over TLS) or \"h2c\" (HTTP/2 in clear text)".into()),
+                    );
+                    UpstreamProtocol::Http1
+                }
+            },
+        };
+        let tls = match (&u.tls, protocol) {
+            (Some(t), UpstreamProtocol::H2) if !*t.get_ref() => {
+                self.error(
+                    t.span(),
+                    "protocol \"h2\" is HTTP/2 over TLS and cannot have tls = false".into(),
+                    Some("use protocol = \"h2c\" for HTTP/2 in clear text".into()),
+                );
+                false
+            }
+            (Some(t), UpstreamProtocol::H2c) if *t.get_ref() => {
+                self.error(
+                    t.span(),
+                    "protocol \"h2c\" is HTTP/2 in clear text and cannot have tls = true".into(),
+                    Some("use protocol = \"h2\" for HTTP/2 over TLS".into()),
+                );
+                false
+            }
+            (Some(t), _) => *t.get_ref(),
+            (None, p) => p == UpstreamProtocol::H2,
+        };
+        let tls_keys = [
+            ("tls_server_name", &u.tls_server_name),
+            ("tls_ca", &u.tls_ca),
+            ("tls_client_cert", &u.tls_client_cert),
+            ("tls_client_key", &u.tls_client_key),
+        ];
+        if !tls {
+            for (key, v) in tls_keys {
+                if let Some(v) = v {
+                    self.error(
+                        v.span(),
+                        format!("{key} is set but the upstream does not use TLS"),
+                        Some("add tls = true (or protocol = \"h2\")".into()),
+                    );
+                }
+            }
+            return (protocol, None);
+        }
+        let server_name = u.tls_server_name.as_ref().and_then(|n| {
+            match rustls_pki_types::ServerName::try_from(n.get_ref().as_str()) {
+                Ok(_) => Some(n.get_ref().clone()),
+                Err(_) => {
+                    self.error(
+                        n.span(),
+                        format!(
+                            "tls_server_name `{}` is not a DNS name or IP address",
+                            n.get_ref()
+                        ),
+                        None,
+                    );
+                    None
+                }
+            }
+        });
+        let ca = u.tls_ca.as_ref().and_then(|p| self.ca(p, base));
+        let client_cert = match (&u.tls_client_cert, &u.tls_client_key) {
+            (Some(cert), Some(key)) => self.certificate(
+                &RawTls {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                },
+                base,
+            ),
+            (Some(v), None) | (None, Some(v)) => {
+                self.error(
+                    v.span(),
+                    "mutual TLS needs both tls_client_cert and tls_client_key".into(),
+                    None,
+                );
+                None
+            }
+            (None, None) => None,
+        };
+        let tls = UpstreamTls {
+            server_name,
+            ca,
+            client_cert,
+        };
+        (protocol, Some(tls))
+    }
+
+    /// The certificates of a CA file; each must parse as a trust anchor.
+    fn ca(&mut self, raw: &Spanned<String>, base: &Path) -> Option<Vec<CertificateDer<'static>>> {
+        let path = base.join(raw.get_ref());
+        let pem = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) => {
+                self.error(
+                    raw.span(),
+                    format!("cannot read CA file `{}`: {e}", path.display()),
+                    Some("relative paths are taken from the config file's directory".into()),
+                );
+                return None;
+            }
+        };
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+            .filter_map(Result::ok)
+            .collect();
+        let mut store = rustls::RootCertStore::empty();
+        let (_, bad) = store.add_parsable_certificates(certs.iter().cloned());
+        if certs.is_empty() || bad > 0 {
+            self.error(
+                raw.span(),
+                format!(
+                    "CA file `{}` holds {} usable certificate(s) and {bad} unusable",
+                    path.display(),
+                    certs.len() - bad
+                ),
+                Some("expected -----BEGIN CERTIFICATE----- blocks of CA certificates".into()),
+            );
+            return None;
+        }
+        Some(certs)
+    }
+
     pub(super) fn tls(&mut self, raw: &[Spanned<RawTls>], base: &Path) -> Vec<TlsCertificate> {
         raw.iter()
             .filter_map(|t| self.certificate(t.get_ref(), base))

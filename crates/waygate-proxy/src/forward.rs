@@ -32,6 +32,7 @@ use crate::respond::ErrorReport;
 use crate::router::route_host;
 use crate::runtime::{Runtime, Upstream};
 use crate::server::ConnInfo;
+use crate::tunnel;
 
 /// An upstream response ready to stream to the client.
 struct Ready {
@@ -157,7 +158,7 @@ pub(crate) fn request_id(rt: &Runtime, conn: &ConnInfo, req: &Request<Incoming>)
 async fn forward(
     rt: &Runtime,
     conn: &ConnInfo,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     id: &RequestId,
     finish: &mut Finish,
     target: &mut Target,
@@ -220,6 +221,8 @@ async fn forward(
 
     // Prepare the request and its body.
     let key = upstream.hash_key.as_ref().map(|k| hash_key(k, conn, &req));
+    // An HTTP/1.1 upgrade (WebSocket): the client's side of the switch.
+    let upgrade = tunnel::requested(&req).map(|offered| (offered, hyper::upgrade::on(&mut req)));
     let (mut parts, body) = req.into_parts();
     let te_trailers = parts
         .headers
@@ -233,7 +236,24 @@ async fn forward(
         HeaderValue::from_str(id.as_str()).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
     prepare_request(rt, conn, &mut parts, &id_header);
     if upstream.pool.protocol != UpstreamProtocol::Http1 {
+        if upgrade.is_some() {
+            return Err(GatewayError::new(
+                Cause::HttpUpgradeFailed,
+                format!(
+                    "upstream {} speaks HTTP/2 ({}), which cannot carry an HTTP/1.1 Upgrade",
+                    upstream.name,
+                    upstream.pool.protocol.name()
+                ),
+            ));
+        }
         for_h2(&mut parts, te_trailers, upstream.pool.tls.is_some());
+    }
+    if let Some((offered, _)) = &upgrade {
+        // Hop-by-hop, so removed above; asked again of the next hop.
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, offered.clone());
     }
     let limit = listener.max_request_body_size;
     if let (Some(max), Some(len)) = (limit, body.size_hint().exact()) {
@@ -277,7 +297,7 @@ async fn forward(
         let result = attempt::run(upstream, pool, &pick, &mut parts, &mut body, more, finish).await;
         in_flight.observe();
         match result {
-            Ok((resp, conn)) => {
+            Ok((resp, pooled)) => {
                 let status = resp.status().as_u16();
                 let failed = status >= 500;
                 if let (Some(a), Some(p), false) = (&upstream.adaptive, &finish.adaptive, failed) {
@@ -307,7 +327,7 @@ async fn forward(
                     ) {
                         Ok(reason) => {
                             finish.rec.retry = Some(reason);
-                            conn.close();
+                            pooled.close();
                             backoff(upstream, tried.len()).await;
                             continue;
                         }
@@ -315,7 +335,25 @@ async fn forward(
                     }
                 }
                 finish.in_flight = Some(in_flight);
-                return respond(rt, upstream, &members.set, resp, conn, &id_header, &pick).await;
+                if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                    let to = Switch {
+                        upgrade,
+                        client: conn,
+                        upstream: route.upstream,
+                    };
+                    return switch(
+                        rt,
+                        upstream,
+                        &members.set,
+                        resp,
+                        pooled,
+                        &id_header,
+                        &pick,
+                        to,
+                    )
+                    .await;
+                }
+                return respond(rt, upstream, &members.set, resp, pooled, &id_header, &pick).await;
             }
             Err(Failure { err, sent }) => {
                 let outcome = match err.cause.side() {
@@ -592,6 +630,100 @@ fn for_h2(parts: &mut Parts, te_trailers: bool, tls: bool) {
             .insert(header::TE, HeaderValue::from_static("trailers"));
     }
     parts.version = Version::HTTP_2;
+}
+
+/// What a `101 Switching Protocols` answer needs to become a tunnel.
+struct Switch<'a> {
+    /// The protocols the client offered and its side of the switch.
+    upgrade: Option<(HeaderValue, hyper::upgrade::OnUpgrade)>,
+    client: &'a ConnInfo,
+    upstream: usize,
+}
+
+/// How long the upstream connection may take to hand over its socket
+/// after its 101 arrived (it is already read: this is never a wait on the
+/// network).
+const SWITCH_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Passes a `101 Switching Protocols` on and starts the tunnel, if the
+/// client asked for that protocol; otherwise 502 `http_upgrade_failed`.
+#[allow(clippy::too_many_arguments)]
+async fn switch(
+    rt: &Runtime,
+    upstream: &Upstream,
+    set: &ServerSet,
+    mut resp: Response<Incoming>,
+    conn: PooledConn,
+    id: &HeaderValue,
+    pick: &Pick,
+    to: Switch<'_>,
+) -> Result<Ready, GatewayError> {
+    let failed = |conn: PooledConn, detail: String| {
+        conn.close();
+        set.record(&pick.server, Outcome::Failure);
+        Err(GatewayError::new(Cause::HttpUpgradeFailed, detail))
+    };
+    let Some((offered, client)) = to.upgrade else {
+        return failed(
+            conn,
+            "the server answered 101 Switching Protocols to a request that asked for no upgrade"
+                .into(),
+        );
+    };
+    if !tunnel::switched_to_offered(&offered, resp.headers()) {
+        let chosen = resp.headers().get(header::UPGRADE).cloned();
+        return failed(
+            conn,
+            format!("the server switched to {chosen:?}; the client offered {offered:?}"),
+        );
+    }
+    let chosen = resp.headers().get(header::UPGRADE).cloned();
+    let server = match tokio::time::timeout(SWITCH_WAIT, hyper::upgrade::on(&mut resp)).await {
+        Ok(Ok(io)) => io,
+        Ok(Err(e)) => return failed(conn, format!("taking over the switched connection: {e}")),
+        Err(_) => {
+            return failed(
+                conn,
+                "the switched connection was not handed over within 1s".into(),
+            )
+        }
+    };
+    // Its task has ended: the socket lives on in the tunnel.
+    conn.close();
+    set.record(&pick.server, Outcome::Success);
+    let (mut parts, body) = resp.into_parts();
+    headers::remove_hop_by_hop(&mut parts.headers);
+    parts
+        .headers
+        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    if let Some(v) = chosen {
+        parts.headers.insert(header::UPGRADE, v);
+    }
+    headers::append_via(&mut parts.headers, &rt.via);
+    parts.headers.insert(X_REQUEST_ID.clone(), id.clone());
+    parts.version = Version::HTTP_11;
+    let holds = tunnel::Holds {
+        busy: tunnel::Busy::new(to.client.shared.clone()),
+        drain: to.client.drain.clone(),
+        count: rt.metrics.tunnel(to.upstream),
+    };
+    tokio::spawn(tunnel::run(
+        client,
+        server,
+        upstream.tunnel_idle_timeout,
+        holds,
+        pick.server.label.clone(),
+    ));
+    Ok(Ready {
+        parts,
+        body: Streaming {
+            first: None,
+            body,
+            idle: None,
+            idle_timeout: upstream.body_idle_timeout,
+            conn: None,
+        },
+    })
 }
 
 /// Turns the upstream's response head into ours, after checking that its

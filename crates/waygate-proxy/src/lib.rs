@@ -16,6 +16,7 @@ mod body;
 mod classify;
 mod client_io;
 mod control;
+mod drain;
 mod forward;
 mod headers;
 mod metrics;
@@ -31,6 +32,7 @@ mod server;
 mod status;
 mod supervise;
 mod tls;
+mod tunnel;
 
 pub use control::{admin_name, ControlError, ServerView, UpstreamView};
 pub use reload::{Changes, LastReload, ReloadError, ReloadReport, ReloadStats};

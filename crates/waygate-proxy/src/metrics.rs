@@ -62,6 +62,19 @@ struct UpstreamCounters {
     retries: AtomicU64,
     /// Pooled connections found closed before the request was sent (the keep-alive race).
     stale_connections: AtomicU64,
+    /// Upgraded connections (WebSocket) opened, and open now.
+    tunnels_opened: AtomicU64,
+    tunnels_active: AtomicI64,
+}
+
+/// Counts one open tunnel of an upstream until dropped.
+#[derive(Debug)]
+pub(crate) struct TunnelCount(Arc<UpstreamCounters>);
+
+impl Drop for TunnelCount {
+    fn drop(&mut self) {
+        self.0.tunnels_active.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 #[derive(Debug)]
@@ -148,6 +161,14 @@ impl Metrics {
             upstream_names: upstreams.to_vec(),
             client_connections: prev.map_or_else(Arc::default, |p| p.client_connections.clone()),
         }
+    }
+
+    /// Counts a tunnel opened to upstream `u`, open until the result drops.
+    pub(crate) fn tunnel(&self, u: usize) -> Option<TunnelCount> {
+        let c = self.upstreams.get(u)?;
+        c.tunnels_opened.fetch_add(1, Ordering::Relaxed);
+        c.tunnels_active.fetch_add(1, Ordering::Relaxed);
+        Some(TunnelCount(c.clone()))
     }
 
     pub(crate) fn record(&self, s: &Sample) {
@@ -410,6 +431,27 @@ impl Collector for GatewayCollector {
                 };
                 ConstCounter::new(v).encode(e.encode_family(&[("upstream", &*u.name)])?)?;
             }
+        }
+
+        let mut e = enc.encode_descriptor(
+            "waygate_tunnels_opened",
+            "Upgraded connections (WebSocket) opened to an upstream",
+            None,
+            MetricType::Counter,
+        )?;
+        for (u, c) in rt.upstreams.iter().zip(&m.upstreams) {
+            let v = c.tunnels_opened.load(Ordering::Relaxed);
+            ConstCounter::new(v).encode(e.encode_family(&[("upstream", &*u.name)])?)?;
+        }
+        let mut e = enc.encode_descriptor(
+            "waygate_tunnels_active",
+            "Upgraded connections (WebSocket) open now",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (u, c) in rt.upstreams.iter().zip(&m.upstreams) {
+            let v = c.tunnels_active.load(Ordering::Relaxed);
+            ConstGauge::new(v).encode(e.encode_family(&[("upstream", &*u.name)])?)?;
         }
 
         let e = enc.encode_descriptor(

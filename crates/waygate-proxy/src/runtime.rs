@@ -131,6 +131,8 @@ pub(crate) struct Upstream {
     pub(crate) outlier: OutlierConfig,
     /// How connections are made and pooled (protocol, TLS).
     pub(crate) pool: Arc<crate::pool::PoolSettings>,
+    /// Longest silence of an upgraded connection (WebSocket).
+    pub(crate) tunnel_idle_timeout: Duration,
     pub(crate) connect_timeout: Duration,
     pub(crate) response_timeout: Duration,
     pub(crate) body_idle_timeout: Duration,
@@ -514,6 +516,7 @@ impl Upstream {
             slow_start: u.slow_start,
             outlier: u.outlier.clone(),
             pool,
+            tunnel_idle_timeout: u.tunnel_idle_timeout,
             connect_timeout: u.connect_timeout,
             response_timeout: u.response_timeout,
             body_idle_timeout: u.body_idle_timeout,

@@ -11,11 +11,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::drain::{Drain, Graceful, Watcher};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -46,6 +46,9 @@ pub(crate) struct ConnInfo {
     /// The peer's IP as an `X-Forwarded-For` value.
     pub(crate) peer_header: http::HeaderValue,
     pub(crate) shared: Arc<ConnShared>,
+    /// Registers the connection with its listener's drain; a WebSocket
+    /// tunnel made from it takes a clone.
+    pub(crate) drain: Watcher,
 }
 
 #[derive(Clone)]
@@ -61,7 +64,7 @@ struct GatewayService {
 struct Running {
     listen: SocketAddr,
     stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<GracefulShutdown>,
+    task: tokio::task::JoinHandle<Drain>,
 }
 
 // === impl Bound ===
@@ -180,15 +183,12 @@ impl Gateway {
         for (_, r) in running {
             gracefuls.push(r.stop().await);
         }
-        let open: usize = gracefuls.iter().map(GracefulShutdown::count).sum();
+        let open: usize = gracefuls.iter().map(Drain::count).sum();
         let drain_timeout = self.drain_timeout();
         info!(connections = open, ?drain_timeout, "draining");
         let started = Instant::now();
         // Every listener's connections are told to finish at once.
-        let all: Vec<_> = gracefuls
-            .into_iter()
-            .map(GracefulShutdown::shutdown)
-            .collect();
+        let all: Vec<_> = gracefuls.into_iter().map(Drain::shutdown).collect();
         let drained = tokio::time::timeout(drain_timeout, async {
             for g in all {
                 g.await;
@@ -312,11 +312,11 @@ fn same_address(running: SocketAddr, wanted: SocketAddr, old: &Runtime, name: &s
 
 impl Running {
     /// Stops accepting; returns the listener's connections, to drain.
-    async fn stop(self) -> GracefulShutdown {
+    async fn stop(self) -> Drain {
         let _ = self.stop.send(true);
         match self.task.await {
             Ok(g) => g,
-            Err(_) => GracefulShutdown::new(),
+            Err(_) => Drain::new(),
         }
     }
 }
@@ -326,8 +326,8 @@ async fn accept_loop(
     name: Arc<str>,
     listener: TcpListener,
     mut stop: watch::Receiver<bool>,
-) -> GracefulShutdown {
-    let graceful = GracefulShutdown::new();
+) -> Drain {
+    let graceful = Drain::new();
     let mut hint = 0;
     loop {
         let (stream, peer) = tokio::select! {
@@ -369,24 +369,20 @@ async fn accept_loop(
             trusted: crate::headers::is_trusted(&rt.trusted, peer.ip()),
             peer_header: crate::headers::peer_value(peer.ip()),
             shared: Arc::new(ConnShared::default()),
+            drain: graceful.watcher(),
         });
-        let watcher = graceful.watcher();
         let shared = shared.clone();
         let limit = l.client_header_timeout;
         let http2 = l.http2;
         match l.tls.clone() {
             None if !http2 => {
-                tokio::spawn(serve_conn(stream, false, rt, conn, shared, watcher, slot));
+                tokio::spawn(serve_conn(stream, false, rt, conn, shared, slot));
             }
             None => {
                 tokio::spawn(async move {
                     match h2c_preface(&stream, limit).await {
-                        Some(true) => {
-                            serve_conn(stream, true, rt, conn, shared, watcher, slot).await
-                        }
-                        Some(false) => {
-                            serve_conn(stream, false, rt, conn, shared, watcher, slot).await
-                        }
+                        Some(true) => serve_conn(stream, true, rt, conn, shared, slot).await,
+                        Some(false) => serve_conn(stream, false, rt, conn, shared, slot).await,
                         None => debug!(%peer, "nothing received within client_header_timeout"),
                     }
                 });
@@ -397,11 +393,9 @@ async fn accept_loop(
                 tokio::spawn(async move {
                     match tokio::time::timeout(limit, acceptor.0.accept(stream)).await {
                         Ok(Ok(tls)) if tls.get_ref().1.alpn_protocol() == Some(b"h2") => {
-                            serve_conn(tls, true, rt, conn, shared, watcher, slot).await;
+                            serve_conn(tls, true, rt, conn, shared, slot).await;
                         }
-                        Ok(Ok(tls)) => {
-                            serve_conn(tls, false, rt, conn, shared, watcher, slot).await
-                        }
+                        Ok(Ok(tls)) => serve_conn(tls, false, rt, conn, shared, slot).await,
                         Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => debug!(%peer, "TLS handshake timed out"),
                     }
@@ -413,22 +407,30 @@ async fn accept_loop(
     graceful
 }
 
-/// Drives `conn` under the graceful-shutdown `watcher`, polling it once
-/// first: a connection accepted just before a drain began (its request
-/// already waiting in the socket) reads that request and answers it,
-/// instead of being closed as idle before it read anything.
-async fn watch<C>(watcher: hyper_util::server::graceful::Watcher, mut conn: C) -> C::Output
+impl<I, S> Graceful for hyper::server::conn::http1::UpgradeableConnection<I, S>
 where
-    C: hyper_util::server::graceful::GracefulConnection + Unpin,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: http_body::Body + Send + 'static,
+    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let first = std::future::poll_fn(|cx| match Pin::new(&mut conn).poll(cx) {
-        std::task::Poll::Ready(r) => std::task::Poll::Ready(Some(r)),
-        std::task::Poll::Pending => std::task::Poll::Ready(None),
-    })
-    .await;
-    match first {
-        Some(done) => done,
-        None => watcher.watch(conn).await,
+    fn begin_shutdown(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S, E, B> Graceful for hyper::server::conn::http2::Connection<I, S, E>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    fn begin_shutdown(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
     }
 }
 
@@ -477,13 +479,13 @@ async fn serve_conn<S: ClientStream>(
     rt: Arc<Runtime>,
     conn: Arc<ConnInfo>,
     shared: Arc<Shared>,
-    watcher: hyper_util::server::graceful::Watcher,
     slot: ConnSlot,
 ) {
     let _slot = slot;
     let peer = conn.peer;
     let l = &rt.listeners[conn.listener];
     let conn_shared = conn.shared.clone();
+    let watcher = conn.clone();
     let svc = GatewayService {
         shared,
         born: rt.clone(),
@@ -500,7 +502,10 @@ async fn serve_conn<S: ClientStream>(
             // A ping every keep-alive timeout finds dead peers.
             .keep_alive_interval(Some(l.keepalive_timeout))
             .keep_alive_timeout(l.client_header_timeout);
-        watch(watcher, builder.serve_connection(TokioIo::new(stream), svc)).await
+        watcher
+            .drain
+            .watch(builder.serve_connection(TokioIo::new(stream), svc))
+            .await
     } else {
         let io = ClientIo::new(
             stream,
@@ -520,7 +525,14 @@ async fn serve_conn<S: ClientStream>(
             // Bounds what is queued for a slow reader (hyper's default is
             // ~400 KiB per connection); the kernel's send buffer holds more.
             .max_buf_size(CLIENT_BUF_MAX.max(l.max_header_size));
-        watch(watcher, builder.serve_connection(TokioIo::new(io), svc)).await
+        watcher
+            .drain
+            .watch(
+                builder
+                    .serve_connection(TokioIo::new(io), svc)
+                    .with_upgrades(),
+            )
+            .await
     };
     if let Err(e) = served {
         debug!(%peer, h2, error = %e, "client connection ended with an error");

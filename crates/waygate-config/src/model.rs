@@ -126,6 +126,8 @@ pub struct ListenerConfig {
     /// Accept HTTP/2 (ALPN `h2`, or h2c with prior knowledge).
     pub http2: bool,
     pub max_concurrent_streams: u32,
+    /// `Some(port)`: every request is redirected to HTTPS on that port.
+    pub redirect_https: Option<u16>,
 }
 
 /// Default `max_connections` per listener.

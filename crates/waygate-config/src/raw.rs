@@ -125,6 +125,10 @@ pub struct RawListener {
     /// HTTPS; the certificate is chosen by SNI, the first is the default.
     #[serde(default)]
     pub tls: Vec<Spanned<RawTls>>,
+    /// Answer every request with a redirect to the same URL over HTTPS.
+    pub redirect_https: Option<Spanned<bool>>,
+    /// The HTTPS port redirects point to (default 443).
+    pub https_port: Option<Spanned<u16>>,
 }
 
 #[derive(Debug, Deserialize)]

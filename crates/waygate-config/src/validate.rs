@@ -312,6 +312,7 @@ impl Ctx<'_> {
                     .at_least_one(&l.max_requests_per_connection, "max_requests_per_connection")
                     .unwrap_or(DEFAULT_MAX_REQUESTS_PER_CONNECTION),
                 tls: self.tls(&l.tls, base),
+                redirect_https: self.redirect_https(l),
                 http2: l.http2.unwrap_or(true),
                 max_concurrent_streams: self
                     .at_least_one(&l.max_concurrent_streams, "max_concurrent_streams")
@@ -338,6 +339,35 @@ impl Ctx<'_> {
             });
         }
         out
+    }
+
+    /// The HTTPS port of a redirecting listener.
+    fn redirect_https(&mut self, l: &RawListener) -> Option<u16> {
+        let on = l.redirect_https.as_ref().is_some_and(|r| *r.get_ref());
+        match (&l.redirect_https, &l.https_port) {
+            (Some(r), _) if on && !l.tls.is_empty() => {
+                self.error(
+                    r.span(),
+                    "redirect_https on a listener that itself speaks TLS would redirect to itself forever".into(),
+                    Some("set redirect_https on the plain-HTTP listener (port 80)".into()),
+                );
+                None
+            }
+            (_, Some(p)) if !on => {
+                self.error(
+                    p.span(),
+                    "https_port is set but redirect_https is not".into(),
+                    Some("add redirect_https = true".into()),
+                );
+                None
+            }
+            (_, Some(p)) if *p.get_ref() == 0 => {
+                self.error(p.span(), "https_port must not be 0".into(), None);
+                None
+            }
+            _ if on => Some(l.https_port.as_ref().map_or(443, |p| *p.get_ref())),
+            _ => None,
+        }
     }
 
     fn upstreams(

@@ -34,8 +34,9 @@ pub(crate) struct Failure {
 #[derive(Debug)]
 pub(crate) enum RequestBody {
     Empty,
-    /// Received completely and small enough to replay.
-    Buffered(Bytes),
+    /// Received completely and small enough to replay, with its trailers
+    /// (gRPC and others send some).
+    Buffered(Bytes, Option<Box<http::HeaderMap>>),
     /// Streamed: usable by one attempt only; `None` once taken.
     Streamed {
         inner: Option<UpstreamBody>,
@@ -68,6 +69,7 @@ impl RequestBody {
         let cap = upstream.retry.max_replay_body;
         let too_big = body.size_hint().lower() > cap as u64;
         let mut prefix: VecDeque<Bytes> = VecDeque::new();
+        let mut trailers = None;
         if upstream.retry.max_attempts > 1 && cap > 0 && !too_big {
             let mut total = 0usize;
             loop {
@@ -87,7 +89,7 @@ impl RequestBody {
                             for chunk in prefix {
                                 all.extend_from_slice(&chunk);
                             }
-                            return Ok(RequestBody::Buffered(all.freeze()));
+                            return Ok(RequestBody::Buffered(all.freeze(), trailers));
                         }
                         Ok(Some(Err(e))) => {
                             let cause = if e.is_incomplete_message() || e.is_canceled() {
@@ -102,6 +104,13 @@ impl RequestBody {
                         }
                         Ok(Some(Ok(frame))) => frame,
                     };
+                let frame = match frame.into_trailers() {
+                    Ok(t) => {
+                        trailers = Some(Box::new(t));
+                        continue;
+                    }
+                    Err(frame) => frame,
+                };
                 if let Ok(data) = frame.into_data() {
                     total += data.len();
                     if limit.is_some_and(|max| total as u64 > max) {
@@ -124,7 +133,7 @@ impl RequestBody {
                     for chunk in prefix {
                         all.extend_from_slice(&chunk);
                     }
-                    return Ok(RequestBody::Buffered(all.freeze()));
+                    return Ok(RequestBody::Buffered(all.freeze(), trailers));
                 }
             }
         }
@@ -146,7 +155,7 @@ impl RequestBody {
     /// Whether another attempt can send this body.
     pub(crate) fn can_replay(&self, _sent: bool) -> bool {
         match self {
-            RequestBody::Empty | RequestBody::Buffered(_) => true,
+            RequestBody::Empty | RequestBody::Buffered(..) => true,
             RequestBody::Streamed { inner, .. } => inner.is_some(),
         }
     }
@@ -154,7 +163,7 @@ impl RequestBody {
     fn take(&mut self) -> UpstreamBody {
         match self {
             RequestBody::Empty => UpstreamBody::Empty,
-            RequestBody::Buffered(b) => UpstreamBody::Full(Some(b.clone())),
+            RequestBody::Buffered(b, t) => UpstreamBody::Full(Some(b.clone()), t.clone()),
             RequestBody::Streamed { inner, .. } => inner.take().unwrap_or(UpstreamBody::Empty),
         }
     }

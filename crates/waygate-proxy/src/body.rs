@@ -68,7 +68,7 @@ pub(crate) struct Upload {
 pub(crate) enum UpstreamBody {
     Empty,
     /// Received completely before sending: can be replayed on a retry.
-    Full(Option<Bytes>),
+    Full(Option<Bytes>, Option<Box<http::HeaderMap>>),
     /// Streamed from the client; `prefix` holds what was read while trying
     /// to buffer it for replay.
     Stream {
@@ -134,6 +134,9 @@ pub(crate) struct Streaming {
     pub(crate) idle_timeout: Duration,
     /// Returned to the pool when the body ends cleanly.
     pub(crate) conn: Option<PooledConn>,
+    /// A gRPC response: a failure ends it with gRPC trailers (status 14 or
+    /// 4) instead of a reset stream.
+    pub(crate) grpc: bool,
 }
 
 /// Why the response to the client was cut off.
@@ -207,8 +210,15 @@ impl Body for UpstreamBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let (body, upload) = match self.get_mut() {
             UpstreamBody::Empty => return Poll::Ready(None),
-            UpstreamBody::Full(data) => {
-                return Poll::Ready(data.take().map(|d| Ok(Frame::data(d))))
+            UpstreamBody::Full(data, trailers) => {
+                let frame = match data.take() {
+                    Some(d) => Frame::data(d),
+                    None => match trailers.take() {
+                        Some(t) => Frame::trailers(*t),
+                        None => return Poll::Ready(None),
+                    },
+                };
+                return Poll::Ready(Some(Ok(frame)));
             }
             UpstreamBody::Stream {
                 prefix,
@@ -267,7 +277,7 @@ impl Body for UpstreamBody {
     fn is_end_stream(&self) -> bool {
         match self {
             UpstreamBody::Empty => true,
-            UpstreamBody::Full(d) => d.is_none(),
+            UpstreamBody::Full(d, t) => d.is_none() && t.is_none(),
             UpstreamBody::Stream { prefix, body, .. } => prefix.is_empty() && body.is_end_stream(),
         }
     }
@@ -275,7 +285,9 @@ impl Body for UpstreamBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             UpstreamBody::Empty => SizeHint::with_exact(0),
-            UpstreamBody::Full(d) => SizeHint::with_exact(d.as_ref().map_or(0, |d| d.len() as u64)),
+            UpstreamBody::Full(d, _) => {
+                SizeHint::with_exact(d.as_ref().map_or(0, |d| d.len() as u64))
+            }
             UpstreamBody::Stream { prefix, body, .. } => {
                 let first: u64 = prefix.iter().map(|b| b.len() as u64).sum();
                 hint_plus(body.size_hint(), first)
@@ -455,6 +467,29 @@ impl ProxyBody {
         }
     }
 
+    /// Aborts the response; a gRPC response instead ends with trailers
+    /// that give the status, as a gRPC client expects.
+    fn fail_or_trailers(&mut self, err: GatewayError) -> Result<Frame<Bytes>, BoxError> {
+        let grpc = matches!(&self.inner, Inner::Upstream(s) if s.grpc);
+        let Some(f) = self.finish.as_mut().filter(|_| grpc) else {
+            return Err(self.fail(err));
+        };
+        let rt = f.rt.clone();
+        let id = f.rec.request_id.clone();
+        f.abort(&err);
+        tracing::debug!(cause = err.cause.name(), detail = %err.detail, "ending gRPC response with trailers");
+        let detail = if rt.expose_addresses {
+            err.detail.clone()
+        } else {
+            err.cause.name().to_owned()
+        };
+        // Nothing more from this body.
+        self.inner = Inner::Full(None);
+        Ok(Frame::trailers(
+            rt.responder.grpc_trailers(err.cause, &detail, &id),
+        ))
+    }
+
     fn fail(&mut self, err: GatewayError) -> BoxError {
         if let Some(f) = &mut self.finish {
             f.abort(&err);
@@ -510,7 +545,7 @@ impl Body for ProxyBody {
             Poll::Ready(Some(Err(e))) => {
                 let cause = classify::body_error(&e);
                 let err = GatewayError::new(cause, format!("upstream response body failed: {e}"));
-                Poll::Ready(Some(Err(this.fail(err))))
+                Poll::Ready(Some(this.fail_or_trailers(err)))
             }
             Poll::Ready(None) => {
                 this.end();
@@ -526,7 +561,7 @@ impl Body for ProxyBody {
                         Cause::ResponseBodyTimeout,
                         format!("upstream sent no body bytes for {:?}", s.idle_timeout),
                     );
-                    return Poll::Ready(Some(Err(this.fail(err))));
+                    return Poll::Ready(Some(this.fail_or_trailers(err)));
                 }
                 Poll::Pending
             }

@@ -76,6 +76,7 @@ pub(crate) async fn handle(
     mut finish: Box<Finish>,
 ) -> Response<ProxyBody> {
     let accept = req.headers().get(header::ACCEPT).cloned();
+    let grpc = crate::respond::is_grpc(req.headers());
     let listener = &rt.listeners[finish.listener];
     if let Some(page) = &listener.status_page {
         if req.uri().path() == &**page
@@ -87,8 +88,32 @@ pub(crate) async fn handle(
             return Response::from_parts(parts, ProxyBody::full(bytes, finish));
         }
     }
+    // A redirecting listener serves no route: every request is sent to
+    // HTTPS, or refused if it is malformed.
+    let redirect = listener.redirect_https.map(|port| {
+        headers::check_request(&req)?;
+        https_location(&req, port).ok_or_else(|| {
+            GatewayError::new(Cause::InvalidRequest, "no valid Host to redirect to HTTPS")
+        })
+    });
     let mut target = Target::default();
-    match forward(&rt, &conn, req, &id, &mut finish, &mut target).await {
+    let result = match redirect {
+        Some(Ok(location)) => {
+            finish.responding(308, Side::Gateway);
+            let mut resp = Response::new(ProxyBody::full(bytes::Bytes::new(), finish));
+            *resp.status_mut() = http::StatusCode::PERMANENT_REDIRECT;
+            let h = resp.headers_mut();
+            h.insert(header::LOCATION, location);
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+            if let Ok(v) = HeaderValue::from_str(id.as_str()) {
+                h.insert(X_REQUEST_ID.clone(), v);
+            }
+            return resp;
+        }
+        Some(Err(e)) => Err(e),
+        None => forward(&rt, &conn, req, &id, &mut finish, &mut target).await,
+    };
+    match result {
         Ok(ready) => {
             finish.responding(ready.parts.status.as_u16(), Side::Upstream);
             Response::from_parts(ready.parts, ProxyBody::upstream(ready.body, finish))
@@ -117,6 +142,7 @@ pub(crate) async fn handle(
                     .upstream_server
                     .as_deref()
                     .filter(|_| rt.expose_addresses),
+                grpc,
             });
             let (mut parts, bytes) = resp.into_parts();
             if err.cause == Cause::InvalidRequest {
@@ -129,6 +155,35 @@ pub(crate) async fn handle(
             Response::from_parts(parts, ProxyBody::full(bytes, finish))
         }
     }
+}
+
+/// `https://<host>[:port]<path and query>` for a request on a redirecting
+/// listener; `None` without a valid host (the request is then refused as
+/// usual).
+fn https_location<B>(req: &Request<B>, port: u16) -> Option<HeaderValue> {
+    let host_header = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok());
+    let host = route_host(req.uri().host(), host_header);
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':' | b'_');
+    if host.is_empty() || !host.bytes().all(allowed) {
+        return None;
+    }
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.into_owned()
+    };
+    let authority = if port == 443 {
+        host
+    } else {
+        format!("{host}:{port}")
+    };
+    // Only a well-formed authority goes into Location.
+    http::uri::Authority::try_from(authority.as_str()).ok()?;
+    let pq = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    HeaderValue::from_str(&format!("https://{authority}{pq}")).ok()
 }
 
 /// A detail for the client's `Proxy-Status` that names no address.
@@ -722,6 +777,7 @@ async fn switch(
             idle: None,
             idle_timeout: upstream.body_idle_timeout,
             conn: None,
+            grpc: false,
         },
     })
 }
@@ -738,6 +794,7 @@ async fn respond(
     pick: &Pick,
 ) -> Result<Ready, GatewayError> {
     let (mut parts, mut body) = resp.into_parts();
+    let grpc = crate::respond::is_grpc(&parts.headers);
     // RFC 9112 §6.3: both headers is a smuggling/splitting risk; refuse it.
     if parts.headers.contains_key(header::TRANSFER_ENCODING)
         && parts.headers.contains_key(header::CONTENT_LENGTH)
@@ -784,6 +841,7 @@ async fn respond(
             idle: None,
             idle_timeout: upstream.body_idle_timeout,
             conn: Some(conn),
+            grpc,
         },
     })
 }

@@ -40,6 +40,49 @@ pub(crate) struct ErrorReport<'a> {
     pub(crate) retry_after: Option<u64>,
     /// Extra headers (name, value).
     pub(crate) headers: &'a [(&'static str, String)],
+    /// The request is gRPC: answer in gRPC's terms.
+    pub(crate) grpc: bool,
+}
+
+/// Whether a request is gRPC (`application/grpc`, `application/grpc+proto`,
+/// ...; not gRPC-Web, which carries its status in the body).
+pub(crate) fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .map(HeaderValue::as_bytes)
+        .is_some_and(|ct| {
+            ct.starts_with(b"application/grpc")
+                && !ct.starts_with(b"application/grpc-web")
+                && matches!(ct.get(16), None | Some(b'+' | b';'))
+        })
+}
+
+/// The gRPC status code for a cause: DEADLINE_EXCEEDED (4) for timeouts,
+/// UNIMPLEMENTED (12) when nothing is routed there, RESOURCE_EXHAUSTED (8)
+/// for a body over the limit, INTERNAL (13) for a malformed request or a
+/// gateway bug, UNAVAILABLE (14) for everything else (retryable).
+pub(crate) fn grpc_status(cause: Cause) -> u8 {
+    match cause.status() {
+        504 | 408 => 4,
+        404 => 12,
+        413 => 8,
+        400 | 500 => 13,
+        _ => 14,
+    }
+}
+
+/// Percent-encodes a `grpc-message` value (the gRPC HTTP/2 protocol:
+/// bytes outside printable ASCII, and `%`).
+fn grpc_message(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 // === impl Responder ===
@@ -50,6 +93,9 @@ impl Responder {
     }
 
     pub(crate) fn render(&self, r: &ErrorReport<'_>) -> Response<Bytes> {
+        if r.grpc {
+            return self.render_grpc(r);
+        }
         let status = StatusCode::from_u16(r.cause.status()).unwrap_or(StatusCode::BAD_GATEWAY);
         let time = waygate_telemetry::rfc3339_millis(SystemTime::now());
         let format = negotiate::choose(r.accept.map(HeaderValue::as_bytes));
@@ -78,6 +124,81 @@ impl Responder {
             }
         }
         resp
+    }
+
+    /// A gRPC "Trailers-Only" answer: HTTP 200 with no body, `grpc-status`
+    /// and `grpc-message` in the head, plus `Proxy-Status` and the id.
+    fn render_grpc(&self, r: &ErrorReport<'_>) -> Response<Bytes> {
+        let mut resp = Response::new(Bytes::new());
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        self.grpc_status_fields(h, r);
+        if let Some(secs) = r.retry_after.or(r.cause.retry_after().map(u64::from)) {
+            // gRPC clients read their retry pushback in milliseconds.
+            h.insert(
+                "grpc-retry-pushback-ms",
+                HeaderValue::from(secs.saturating_mul(1000)),
+            );
+        }
+        for (name, value) in r.headers {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                h.insert(*name, v);
+            }
+        }
+        resp
+    }
+
+    /// The trailers ending a gRPC response the upstream broke off.
+    pub(crate) fn grpc_trailers(
+        &self,
+        cause: Cause,
+        detail: &str,
+        request_id: &str,
+    ) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        self.grpc_status_fields(
+            &mut h,
+            &ErrorReport {
+                cause,
+                detail,
+                request_id,
+                accept: None,
+                next_hop: None,
+                status_page: None,
+                retry_after: None,
+                headers: &[],
+                grpc: true,
+            },
+        );
+        h
+    }
+
+    /// `grpc-status`, `grpc-message` (with the cause and request id),
+    /// `Proxy-Status` and `X-Request-Id`.
+    fn grpc_status_fields(&self, h: &mut http::HeaderMap, r: &ErrorReport<'_>) {
+        h.insert(
+            "grpc-status",
+            HeaderValue::from(u16::from(grpc_status(r.cause))),
+        );
+        let message = format!(
+            "{}: {} (waygate {}, request id {})",
+            r.cause.title(),
+            r.detail,
+            r.cause.name(),
+            r.request_id
+        );
+        if let Ok(v) = HeaderValue::from_str(&grpc_message(&message)) {
+            h.insert("grpc-message", v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&self.proxy_status(r)) {
+            h.insert(PROXY_STATUS.clone(), v);
+        }
+        if let Ok(v) = HeaderValue::from_str(r.request_id) {
+            h.insert(X_REQUEST_ID.clone(), v);
+        }
     }
 
     /// `waygate; error=<type>; details="..."` (RFC 9209 §2, an sf-list member
@@ -268,6 +389,7 @@ mod tests {
             status_page: None,
             retry_after: None,
             headers: &[],
+            grpc: false,
         });
         (r, resp)
     }

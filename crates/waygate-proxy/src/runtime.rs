@@ -89,6 +89,8 @@ pub(crate) struct ListenerRt {
     pub(crate) keepalive_timeout: Duration,
     /// Path of the public status page, if this listener has one.
     pub(crate) status_page: Option<Arc<str>>,
+    /// Every request is redirected to HTTPS on this port.
+    pub(crate) redirect_https: Option<u16>,
     /// Indices of the upstreams this listener's routes use, with the route names.
     pub(crate) services: Vec<(Arc<str>, usize)>,
     pub(crate) max_header_size: usize,
@@ -245,6 +247,7 @@ impl Runtime {
                     client_header_timeout: l.client_header_timeout,
                     keepalive_timeout: l.keepalive_timeout,
                     status_page: l.status_page.as_deref().map(Arc::from),
+                    redirect_https: l.redirect_https,
                     max_header_size: l.max_header_size,
                     max_headers: l.max_headers,
                     max_request_body_size: l.max_request_body_size,

@@ -250,3 +250,41 @@ fn check_reports_a_key_that_does_not_match_and_a_certificate_about_to_expire() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn a_redirect_listener_sends_every_request_to_https() {
+    let app = Upstream::start(Behavior::Hello("app".into()))
+        .await
+        .unwrap();
+    let rest = common::upstream("app", &[app.addr], "") + &common::route("/", "app");
+    let gw =
+        common::TestGateway::start_with("redirect_https = true\nhttps_port = 8443", &rest).await;
+    let r = common::send_raw(
+        gw.addr,
+        b"POST /a/b?c=d HTTP/1.1\r\nhost: Example.com:80\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 308, "{}", r.text());
+    assert_eq!(
+        r.header("location"),
+        Some("https://example.com:8443/a/b?c=d")
+    );
+    let line = gw.log_line(&r.request_id()).await;
+    assert_eq!(line["status"], 308);
+    assert_eq!(line["side"], "gateway");
+    // Nothing reached the upstream.
+    assert!(app.seen().is_empty());
+
+    let gw = common::TestGateway::start_with("redirect_https = true", &rest).await;
+    let r = common::get(gw.addr, "/x", &[]).await;
+    assert_eq!(r.status, 308);
+    assert_eq!(r.header("location"), Some("https://test.local/x"));
+    // A Host that is not a plain host name is not echoed into Location.
+    let r = common::send_raw(
+        gw.addr,
+        b"GET / HTTP/1.1\r\nhost: evil.example@test.local\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.header("location").is_none());
+}

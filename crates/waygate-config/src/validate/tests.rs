@@ -367,3 +367,18 @@ fn upstream_protocol_and_tls_settings_are_checked() {
     assert!(v.tls.is_none());
     assert_eq!(v.tunnel_idle_timeout, std::time::Duration::from_secs(3600));
 }
+
+#[test]
+fn redirect_https_is_checked() {
+    let base = "[[route]]\nupstream = \"u\"\n[upstream.u]\nservers = [\"127.0.0.1:1\"]\n[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:0\"\n";
+    let e = one_error(&format!("{base}https_port = 8443\n"));
+    assert_eq!(e.message, "https_port is set but redirect_https is not");
+    assert_eq!((e.line, e.column), (8, 14));
+    let ok = parse(
+        &format!("{base}redirect_https = true\n"),
+        "t.toml",
+        Path::new("."),
+    )
+    .expect("valid");
+    assert_eq!(ok.config.listeners[0].redirect_https, Some(443));
+}

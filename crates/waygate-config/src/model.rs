@@ -47,6 +47,26 @@ pub struct Config {
     pub rate_limits: Vec<RateLimitConfig>,
 }
 
+impl Config {
+    /// Every certificate, key and CA file the config reads: what
+    /// `watch_tls` watches.
+    pub fn tls_files(&self) -> Vec<PathBuf> {
+        let pair = |c: &TlsCertificate| [c.cert_path.clone(), c.key_path.clone()];
+        let mut out: Vec<PathBuf> = self
+            .listeners
+            .iter()
+            .flat_map(|l| l.tls.iter().flat_map(pair))
+            .collect();
+        for t in self.upstreams.iter().filter_map(|u| u.tls.as_ref()) {
+            out.extend(t.ca_path.clone());
+            out.extend(t.client_cert.iter().flat_map(pair));
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
 /// A named rate-limit policy (GCRA).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RateLimitConfig {
@@ -103,6 +123,8 @@ pub struct GatewayConfig {
     pub max_connections: u32,
     /// Reload when the config file changes.
     pub watch: bool,
+    /// Reload when a TLS file (certificate, key, CA) changes.
+    pub watch_tls: bool,
     /// Unix socket for binary upgrades; `None`: derived from the config path.
     pub upgrade_socket: Option<std::path::PathBuf>,
 }
@@ -259,6 +281,7 @@ pub struct UpstreamTls {
     pub server_name: Option<String>,
     /// Trusted CAs (DER); `None`: the system's roots.
     pub ca: Option<Vec<rustls_pki_types::CertificateDer<'static>>>,
+    pub ca_path: Option<PathBuf>,
     /// Client certificate and key for mutual TLS.
     pub client_cert: Option<TlsCertificate>,
 }
@@ -346,6 +369,7 @@ pub struct LimitsConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TlsCertificate {
     pub cert_path: PathBuf,
+    pub key_path: PathBuf,
     /// The end-entity certificate first, then its chain (DER).
     pub chain: Vec<rustls_pki_types::CertificateDer<'static>>,
     /// The private key file's PEM text.

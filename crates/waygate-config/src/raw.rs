@@ -87,6 +87,9 @@ pub struct RawGateway {
     pub max_connections: Option<Spanned<u32>>,
     /// Reload when the config file changes (checked every second).
     pub watch: Option<bool>,
+    /// Reload when a certificate, key or CA file changes (checked every
+    /// second; default true).
+    pub watch_tls: Option<bool>,
     /// Unix socket for binary upgrades (default: in the temp directory,
     /// named after the config file's path).
     pub upgrade_socket: Option<String>,

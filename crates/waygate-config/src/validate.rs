@@ -194,10 +194,12 @@ impl Ctx<'_> {
             expose_upstream_addresses: false,
             max_connections: DEFAULT_GLOBAL_MAX_CONNECTIONS,
             watch: false,
+            watch_tls: true,
             upgrade_socket: None,
         };
         let Some(raw) = raw else { return cfg };
         cfg.watch = raw.watch.unwrap_or(false);
+        cfg.watch_tls = raw.watch_tls.unwrap_or(true);
         cfg.upgrade_socket = raw.upgrade_socket.map(|p| base.join(p));
         if let Some(n) = self.at_least_one(&raw.max_connections, "max_connections") {
             cfg.max_connections = n;

@@ -277,7 +277,11 @@ async fn forward(
     // Prepare the request and its body.
     let key = upstream.hash_key.as_ref().map(|k| hash_key(k, conn, &req));
     // An HTTP/1.1 upgrade (WebSocket): the client's side of the switch.
-    let upgrade = tunnel::requested(&req).map(|offered| (offered, hyper::upgrade::on(&mut req)));
+    // Or WebSocket over HTTP/2 (extended CONNECT): the same to the upstream.
+    let h2_websocket = tunnel::requested_h2(&req);
+    let upgrade = tunnel::requested(&req)
+        .or_else(|| h2_websocket.clone())
+        .map(|offered| (offered, hyper::upgrade::on(&mut req)));
     let (mut parts, body) = req.into_parts();
     let te_trailers = parts
         .headers
@@ -302,6 +306,9 @@ async fn forward(
             ));
         }
         for_h2(&mut parts, te_trailers, upstream.pool.tls.is_some());
+    }
+    if h2_websocket.is_some() {
+        tunnel::connect_to_upgrade(&mut parts);
     }
     if let Some((offered, _)) = &upgrade {
         // Hop-by-hop, so removed above; asked again of the next hop.
@@ -393,6 +400,7 @@ async fn forward(
                 if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
                     let to = Switch {
                         upgrade,
+                        h2: h2_websocket.is_some(),
                         client: conn,
                         upstream: route.upstream,
                     };
@@ -691,6 +699,8 @@ fn for_h2(parts: &mut Parts, te_trailers: bool, tls: bool) {
 struct Switch<'a> {
     /// The protocols the client offered and its side of the switch.
     upgrade: Option<(HeaderValue, hyper::upgrade::OnUpgrade)>,
+    /// The client used HTTP/2's extended CONNECT: it gets a 200.
+    h2: bool,
     client: &'a ConnInfo,
     upstream: usize,
 }
@@ -748,11 +758,17 @@ async fn switch(
     set.record(&pick.server, Outcome::Success);
     let (mut parts, body) = resp.into_parts();
     headers::remove_hop_by_hop(&mut parts.headers);
-    parts
-        .headers
-        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    if let Some(v) = chosen {
-        parts.headers.insert(header::UPGRADE, v);
+    if to.h2 {
+        // RFC 8441 §5: a 2xx opens the tunnel; no handshake headers.
+        parts.status = http::StatusCode::OK;
+        parts.headers.remove(header::SEC_WEBSOCKET_ACCEPT);
+    } else {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        if let Some(v) = chosen {
+            parts.headers.insert(header::UPGRADE, v);
+        }
     }
     headers::append_via(&mut parts.headers, &rt.via);
     parts.headers.insert(X_REQUEST_ID.clone(), id.clone());

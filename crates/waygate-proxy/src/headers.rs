@@ -28,10 +28,11 @@ static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 /// error"), a Transfer-Encoding other than a single `chunked` (we implement
 /// no other coding; a repeated or obfuscated one is a smuggling vector),
 /// and zero or several Host headers in HTTP/1.1 (§3.2: MUST answer 400);
-/// and CONNECT (no tunnels: never an open proxy).
+/// and CONNECT (no tunnels: never an open proxy), except HTTP/2's
+/// extended CONNECT for WebSocket (RFC 8441), which is routed like a GET.
 pub(crate) fn check_request<B>(req: &http::Request<B>) -> Result<(), GatewayError> {
     let invalid = |why: String| Err(GatewayError::new(Cause::InvalidRequest, why));
-    if req.method() == http::Method::CONNECT {
+    if req.method() == http::Method::CONNECT && crate::tunnel::requested_h2(req).is_none() {
         // Never an open proxy: no tunnels to arbitrary hosts.
         return invalid("CONNECT: this gateway is not a forward proxy".into());
     }

@@ -216,6 +216,32 @@ impl Gateway {
         }
     }
 
+    /// Reloads when a certificate, key or CA file of the running config
+    /// changes (contents polled every `every`, while `watch_tls` is on).
+    /// A reload that fails (say a new certificate written before its key)
+    /// is tried again at the next change of the files.
+    pub async fn watch_tls_files(self, every: std::time::Duration) {
+        let mut last: Option<(Vec<PathBuf>, u64)> = None;
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            let config = self.rt().config.clone();
+            if !config.gateway.watch_tls {
+                last = None;
+                continue;
+            }
+            let files = config.tls_files();
+            let print = fingerprint(&files);
+            if let Some((f, p)) = &last {
+                if *f == files && *p != print {
+                    tracing::info!("a certificate, key or CA file changed; reloading");
+                    let _ = self.reload().await;
+                }
+            }
+            last = Some((files, print));
+        }
+    }
+
     /// Applies an already validated config.
     pub async fn apply_config(&self, config: Config) -> Result<ReloadReport, ReloadError> {
         let (reply, outcome) = oneshot::channel();
@@ -404,4 +430,14 @@ fn changes<T: PartialEq>(old: Vec<(String, T)>, new: Vec<(String, T)>) -> Change
         }
     }
     c
+}
+
+/// A hash of the files' contents (a missing file counts as empty).
+fn fingerprint(files: &[PathBuf]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    for f in files {
+        std::fs::read(f).unwrap_or_default().hash(&mut h);
+    }
+    h.finish()
 }

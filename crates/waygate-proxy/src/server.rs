@@ -499,6 +499,8 @@ async fn serve_conn<S: ClientStream>(
             .max_concurrent_streams(l.max_concurrent_streams)
             .max_header_list_size(u32::try_from(l.max_header_size).unwrap_or(u32::MAX))
             .max_pending_accept_reset_streams(20)
+            // WebSocket over HTTP/2 (RFC 8441).
+            .enable_connect_protocol()
             // A ping every keep-alive timeout finds dead peers.
             .keep_alive_interval(Some(l.keepalive_timeout))
             .keep_alive_timeout(l.client_header_timeout);

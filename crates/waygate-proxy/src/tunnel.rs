@@ -46,6 +46,37 @@ pub(crate) fn requested<B>(req: &Request<B>) -> Option<HeaderValue> {
     req.headers().get(header::UPGRADE).cloned()
 }
 
+/// The protocol of an HTTP/2 extended CONNECT (RFC 8441), if it is
+/// WebSocket: the only protocol defined for it, and the only one tunnelled.
+pub(crate) fn requested_h2<B>(req: &Request<B>) -> Option<HeaderValue> {
+    if req.method() != http::Method::CONNECT {
+        return None;
+    }
+    let p = req.extensions().get::<hyper::ext::Protocol>()?;
+    p.as_str()
+        .eq_ignore_ascii_case("websocket")
+        .then(|| HeaderValue::from_static("websocket"))
+}
+
+/// Turns an extended CONNECT (RFC 8441 §5) into the HTTP/1.1 WebSocket
+/// handshake an upstream expects: `GET` with `Upgrade: websocket` and a
+/// fresh `Sec-WebSocket-Key` (HTTP/2 clients send none).
+pub(crate) fn connect_to_upgrade(parts: &mut http::request::Parts) {
+    parts.method = http::Method::GET;
+    let key: [u8; 16] = std::array::from_fn(|_| fastrand::u8(..));
+    use base64::Engine as _;
+    let key = base64::engine::general_purpose::STANDARD.encode(key);
+    if let Ok(v) = HeaderValue::from_str(&key) {
+        parts.headers.insert(header::SEC_WEBSOCKET_KEY, v);
+    }
+    if !parts.headers.contains_key(header::SEC_WEBSOCKET_VERSION) {
+        parts.headers.insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+    }
+}
+
 /// Whether the server switched to a protocol the client offered (RFC 9110
 /// §7.8: the server's `Upgrade` names the protocol it switched to).
 pub(crate) fn switched_to_offered(offered: &HeaderValue, response: &HeaderMap) -> bool {

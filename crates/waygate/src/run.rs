@@ -76,6 +76,8 @@ async fn serve(path: &Path, config: Config, upgrade: bool) -> anyhow::Result<()>
     reopen_on_sigusr1(log.clone());
     let gateway = Gateway::build(&config, log)?.with_config_path(path);
     reload_on_sighup(gateway.clone());
+    // Runs always; it does nothing while `watch_tls = false`.
+    tokio::spawn(gateway.clone().watch_tls_files(WATCH_EVERY));
     if config.gateway.watch {
         tokio::spawn(watch(path.to_owned(), gateway.clone()));
     }

@@ -267,3 +267,107 @@ async fn malformed_h2_requests_never_reach_the_http1_upstream() {
     assert_eq!(r.status, 200);
     assert_eq!(up.seen().len(), 2);
 }
+
+/// Opens a raw HTTP/2 connection (preface and empty SETTINGS sent).
+async fn raw_h2(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    s.write_all(&frame(4, 0, 0, &[])).await.unwrap();
+    s
+}
+
+/// Reads until the peer closes or sends GOAWAY; false if neither happens
+/// within `limit`.
+async fn closed_or_goaway(s: &mut tokio::net::TcpStream, limit: std::time::Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16384];
+    loop {
+        let n = match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
+            Err(_) => return false,
+            Ok(Err(_)) | Ok(Ok(0)) => return true,
+            Ok(Ok(n)) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        // Walk the frames received so far.
+        let mut at = 0;
+        while buf.len() >= at + 9 {
+            let len = (usize::from(buf[at]) << 16)
+                | (usize::from(buf[at + 1]) << 8)
+                | usize::from(buf[at + 2]);
+            if buf[at + 3] == 7 {
+                return true;
+            }
+            at += 9 + len;
+        }
+    }
+}
+
+/// The 2024 CONTINUATION flood: a header block that never ends, in tiny
+/// CONTINUATION frames far below the header size limit, so only a cap on
+/// the number of frames stops it. The gateway (hyper's `h2`) ends the
+/// connection; another client is served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_continuation_flood_is_cut_off() {
+    use tokio::io::AsyncWriteExt;
+    let up = Upstream::start(Behavior::Hello("app".into()))
+        .await
+        .unwrap();
+    let gw = common::TestGateway::start(&app(&up)).await;
+    let mut s = raw_h2(gw.addr).await;
+    // HEADERS with END_STREAM but without END_HEADERS...
+    let start = block(&[(":method", "GET"), (":scheme", "http"), (":path", "/")]);
+    s.write_all(&frame(1, 0x1, 1, &start)).await.unwrap();
+    // ...then 2,000 one-byte CONTINUATION frames (2 KB in all, well under
+    // max_header_size), none with END_HEADERS.
+    let mut sent = 0;
+    for _ in 0..2000 {
+        if s.write_all(&frame(9, 0, 1, b"\0")).await.is_err() {
+            break;
+        }
+        sent += 1;
+    }
+    assert!(
+        closed_or_goaway(&mut s, std::time::Duration::from_secs(5)).await,
+        "the connection was ended ({sent} CONTINUATION frames sent)"
+    );
+    let r = common::get(gw.addr, "/normal", &[]).await;
+    assert_eq!(r.status, 200);
+}
+
+/// A SETTINGS flood (CVE-2019-9515): SETTINGS frames as fast as the socket
+/// takes them, never reading the ACKs. The gateway does not queue an ACK
+/// per frame: once one ACK is pending it stops reading, so the flood stalls
+/// in TCP instead of growing the gateway's memory; another client is served
+/// meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settings_flood_stalls_instead_of_queueing_acks() {
+    use tokio::io::AsyncWriteExt;
+    let up = Upstream::start(Behavior::Hello("app".into()))
+        .await
+        .unwrap();
+    let gw = common::TestGateway::start(&app(&up)).await;
+    let s = raw_h2(gw.addr).await;
+    let (_read_half_never_read, mut w) = s.into_split();
+    // 1,000,000 SETTINGS frames: 9 MB, far more than the kernel buffers.
+    let batch: Vec<u8> = (0..1000).flat_map(|_| frame(4, 0, 0, &[])).collect();
+    let flood = async {
+        for _ in 0..1000 {
+            if w.write_all(&batch).await.is_err() {
+                return "closed";
+            }
+        }
+        "all sent"
+    };
+    let outcome = tokio::time::timeout(std::time::Duration::from_secs(3), flood).await;
+    assert!(
+        !matches!(outcome, Ok("all sent")),
+        "9 MB of SETTINGS were all read (ACKs queued in memory)"
+    );
+    let r = common::get(gw.addr, "/normal", &[]).await;
+    assert_eq!(r.status, 200);
+}

@@ -288,3 +288,41 @@ async fn a_redirect_listener_sends_every_request_to_https() {
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.header("location").is_none());
 }
+
+#[tokio::test]
+async fn a_certificate_renewed_on_disk_is_picked_up_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = cert(dir.path(), "site", &["site.test"], None);
+    let up = Upstream::start(Behavior::Hello("app".into()))
+        .await
+        .unwrap();
+    let gw = common::TestGateway::start_with(
+        &tls_listener(dir.path(), &["site"]),
+        &(common::upstream("app", &[up.addr], "") + &common::route("/", "app")),
+    )
+    .await;
+    // What `waygate run` starts, polling faster for the test.
+    tokio::spawn(
+        gw.gateway
+            .clone()
+            .watch_tls_files(std::time::Duration::from_millis(50)),
+    );
+    let (chosen, body) = https_get(gw.addr, "site.test", std::slice::from_ref(&old)).await;
+    assert_eq!(chosen, old);
+    assert!(body.contains("hello from app"), "{body}");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // A renewal writes the certificate, then the key; no reload command.
+    let new = cert(dir.path(), "site", &["site.test"], None);
+    let roots = [new.clone(), old.clone()];
+    let mut served = None;
+    for _ in 0..100 {
+        let (chosen, _) = https_get(gw.addr, "site.test", &roots).await;
+        if chosen == new {
+            served = Some(chosen);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(served, Some(new), "the renewed certificate is served");
+    assert!(gw.gateway.reloads().succeeded >= 1);
+}

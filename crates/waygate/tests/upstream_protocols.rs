@@ -369,6 +369,7 @@ async fn health_checks_speak_the_upstreams_tls_and_protocol() {
         let tls = waygate_config::UpstreamTls {
             server_name: None,
             ca: Some(vec![ca.ca.clone()]),
+            ca_path: None,
             client_cert: None,
         };
         waygate_upstream::TlsConnect::new(&tls, protocol).unwrap()

@@ -217,3 +217,57 @@ async fn a_server_that_declines_the_upgrade_is_answered_as_usual() {
     assert_eq!(seen[0].header("upgrade"), Some("websocket"));
     assert_eq!(seen[0].header("connection"), Some("upgrade"));
 }
+
+/// WebSocket over HTTP/2 (RFC 8441): the client's extended CONNECT reaches
+/// an HTTP/1.1 WebSocket server as an Upgrade, and frames flow both ways
+/// over the HTTP/2 stream.
+#[tokio::test]
+async fn websocket_over_http2_extended_connect() {
+    let echo = echo_server().await;
+    let gw = TestGateway::start(&(upstream("ws", &[echo], "") + &route("/", "ws"))).await;
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    // The gateway announces SETTINGS_ENABLE_CONNECT_PROTOCOL.
+    for _ in 0..100 {
+        if client.is_extended_connect_protocol_enabled() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        client = client.ready().await.unwrap();
+    }
+    assert!(client.is_extended_connect_protocol_enabled());
+    let req = http::Request::builder()
+        .method("CONNECT")
+        .uri(format!("http://{}/chat", gw.addr))
+        .extension(h2::ext::Protocol::from_static("websocket"))
+        .header("sec-websocket-version", "13")
+        .body(())
+        .unwrap();
+    let (resp, mut send) = client.send_request(req, false).unwrap();
+    let resp = resp.await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().contains_key("x-request-id"));
+    assert!(!resp.headers().contains_key("sec-websocket-accept"));
+    let mut recv = resp.into_body();
+    for text in ["hi", "over h2"] {
+        // A masked text frame, as a client sends it (RFC 6455 §5.3).
+        let mask = [1u8, 2, 3, 4];
+        let mut f = vec![0x81, 0x80 | text.len() as u8];
+        f.extend(mask);
+        f.extend(text.bytes().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
+        send.send_data(bytes::Bytes::from(f), false).unwrap();
+        let mut got = Vec::new();
+        while got.len() < 2 + text.len() {
+            let chunk = recv.data().await.unwrap().unwrap();
+            let _ = recv.flow_control().release_capacity(chunk.len());
+            got.extend_from_slice(&chunk);
+        }
+        let mut want = vec![0x81, text.len() as u8];
+        want.extend_from_slice(text.as_bytes());
+        assert_eq!(got, want);
+    }
+    let text = gw.gateway.metrics_text();
+    assert_eq!(metric(&text, "waygate_tunnels_active", "ws"), Some(1.0));
+}

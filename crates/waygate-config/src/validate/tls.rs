@@ -97,6 +97,7 @@ impl Ctx<'_> {
             }
         });
         let ca = u.tls_ca.as_ref().and_then(|p| self.ca(p, base));
+        let ca_path = u.tls_ca.as_ref().map(|p| base.join(p.get_ref()));
         let client_cert = match (&u.tls_client_cert, &u.tls_client_key) {
             (Some(cert), Some(key)) => self.certificate(
                 &RawTls {
@@ -118,6 +119,7 @@ impl Ctx<'_> {
         let tls = UpstreamTls {
             server_name,
             ca,
+            ca_path,
             client_cert,
         };
         (protocol, Some(tls))
@@ -282,6 +284,7 @@ impl Ctx<'_> {
         }
         Some(TlsCertificate {
             cert_path,
+            key_path,
             chain,
             key_pem,
             names,

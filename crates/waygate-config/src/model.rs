@@ -148,6 +148,9 @@ pub struct ListenerConfig {
     /// Accept HTTP/2 (ALPN `h2`, or h2c with prior knowledge).
     pub http2: bool,
     pub max_concurrent_streams: u32,
+    /// HTTP/2 flow-control windows (bytes): per stream, per connection.
+    pub http2_stream_window: u32,
+    pub http2_connection_window: u32,
     /// `Some(port)`: every request is redirected to HTTPS on that port.
     pub redirect_https: Option<u16>,
 }

@@ -124,6 +124,11 @@ pub struct RawListener {
     pub http2: Option<bool>,
     /// Most concurrent HTTP/2 streams per connection (default 100).
     pub max_concurrent_streams: Option<Spanned<u32>>,
+    /// HTTP/2 flow-control window of each stream, in bytes (default 1 MiB):
+    /// the most request body a client may send ahead on one stream.
+    pub http2_stream_window: Option<Spanned<u32>>,
+    /// HTTP/2 flow-control window of a whole connection (default 2 MiB).
+    pub http2_connection_window: Option<Spanned<u32>>,
     /// TLS certificates (`[[listener.tls]]`): present, the listener speaks
     /// HTTPS; the certificate is chosen by SNI, the first is the default.
     #[serde(default)]

@@ -316,6 +316,8 @@ impl Ctx<'_> {
                 tls: self.tls(&l.tls, base),
                 redirect_https: self.redirect_https(l),
                 http2: l.http2.unwrap_or(true),
+                http2_stream_window: self.window(&l.http2_stream_window, "http2_stream_window", 1 << 20),
+                http2_connection_window: self.window(&l.http2_connection_window, "http2_connection_window", 2 << 20),
                 max_concurrent_streams: self
                     .at_least_one(&l.max_concurrent_streams, "max_concurrent_streams")
                     .unwrap_or(100),
@@ -341,6 +343,26 @@ impl Ctx<'_> {
             });
         }
         out
+    }
+
+    /// An HTTP/2 flow-control window: 65535 (the protocol's initial value)
+    /// to 2^31 - 1 (its maximum, RFC 9113 §6.9.1).
+    fn window(&mut self, raw: &Option<Spanned<u32>>, key: &str, default: u32) -> u32 {
+        match raw {
+            None => default,
+            Some(v) if (65_535..=i32::MAX as u32).contains(v.get_ref()) => *v.get_ref(),
+            Some(v) => {
+                self.error(
+                    v.span(),
+                    format!(
+                        "{key} = {} is out of range; expected 65535 to 2147483647 bytes",
+                        v.get_ref()
+                    ),
+                    None,
+                );
+                default
+            }
+        }
     }
 
     /// The HTTPS port of a redirecting listener.

@@ -105,6 +105,8 @@ pub(crate) struct ListenerRt {
     pub(crate) tls: Option<crate::tls::Acceptor>,
     pub(crate) http2: bool,
     pub(crate) max_concurrent_streams: u32,
+    pub(crate) http2_stream_window: u32,
+    pub(crate) http2_connection_window: u32,
 }
 
 /// A listener's connection counts, which outlive config generations.
@@ -258,6 +260,8 @@ impl Runtime {
                     tls: acceptors[i].clone(),
                     http2: l.http2,
                     max_concurrent_streams: l.max_concurrent_streams,
+                    http2_stream_window: l.http2_stream_window,
+                    http2_connection_window: l.http2_connection_window,
                     services: config
                         .routes
                         .iter()

@@ -497,6 +497,8 @@ async fn serve_conn<S: ClientStream>(
         builder
             .timer(hyper_util::rt::TokioTimer::new())
             .max_concurrent_streams(l.max_concurrent_streams)
+            .initial_stream_window_size(l.http2_stream_window)
+            .initial_connection_window_size(l.http2_connection_window)
             .max_header_list_size(u32::try_from(l.max_header_size).unwrap_or(u32::MAX))
             .max_pending_accept_reset_streams(20)
             // WebSocket over HTTP/2 (RFC 8441).

@@ -371,3 +371,69 @@ async fn a_settings_flood_stalls_instead_of_queueing_acks() {
     let r = common::get(gw.addr, "/normal", &[]).await;
     assert_eq!(r.status, 200);
 }
+
+/// The limits a listener announces in its SETTINGS and first
+/// WINDOW_UPDATE, read off the wire: concurrent streams, the stream and
+/// connection flow-control windows, the header list size, and extended
+/// CONNECT (for WebSocket).
+#[tokio::test]
+async fn the_configured_http2_limits_are_announced() {
+    use tokio::io::AsyncReadExt;
+    let up = Upstream::start(Behavior::Hello("app".into()))
+        .await
+        .unwrap();
+    let gw = common::TestGateway::start_with(
+        "max_concurrent_streams = 7\nhttp2_stream_window = 131072\nhttp2_connection_window = 4194304\nmax_header_size = 16384",
+        &app(&up),
+    )
+    .await;
+    let mut s = raw_h2(gw.addr).await;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let mut settings = std::collections::HashMap::new();
+    let mut conn_window_update = None;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while settings.is_empty() || conn_window_update.is_none() {
+        let n = tokio::time::timeout_at(deadline, s.read(&mut chunk))
+            .await
+            .expect("SETTINGS and WINDOW_UPDATE within 5 s")
+            .unwrap();
+        assert!(n > 0, "connection closed");
+        buf.extend_from_slice(&chunk[..n]);
+        let mut at = 0;
+        while buf.len() >= at + 9 {
+            let len = (usize::from(buf[at]) << 16)
+                | (usize::from(buf[at + 1]) << 8)
+                | usize::from(buf[at + 2]);
+            if buf.len() < at + 9 + len {
+                break;
+            }
+            let (kind, flags) = (buf[at + 3], buf[at + 4]);
+            let stream = u32::from_be_bytes([buf[at + 5], buf[at + 6], buf[at + 7], buf[at + 8]]);
+            let payload = &buf[at + 9..at + 9 + len];
+            if kind == 4 && flags & 1 == 0 {
+                for p in payload.chunks(6) {
+                    let id = u16::from_be_bytes([p[0], p[1]]);
+                    settings.insert(id, u32::from_be_bytes([p[2], p[3], p[4], p[5]]));
+                }
+            }
+            if kind == 8 && stream == 0 {
+                conn_window_update = Some(u32::from_be_bytes([
+                    payload[0], payload[1], payload[2], payload[3],
+                ]));
+            }
+            at += 9 + len;
+        }
+        buf.drain(..at);
+    }
+    assert_eq!(
+        settings.get(&3),
+        Some(&7),
+        "MAX_CONCURRENT_STREAMS: {settings:?}"
+    );
+    assert_eq!(settings.get(&4), Some(&131_072), "INITIAL_WINDOW_SIZE");
+    assert_eq!(settings.get(&6), Some(&16_384), "MAX_HEADER_LIST_SIZE");
+    assert_eq!(settings.get(&8), Some(&1), "ENABLE_CONNECT_PROTOCOL");
+    // The connection window starts at 65,535 and is raised to the setting.
+    assert_eq!(conn_window_update, Some(4_194_304 - 65_535));
+}

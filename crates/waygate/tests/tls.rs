@@ -127,11 +127,12 @@ async fn curl_over_tls_and_a_renewed_certificate_after_reload() {
     }
     let dir = tempfile::tempdir().unwrap();
     let old = cert(dir.path(), "site", &["site.test"], None);
+    let _other = cert(dir.path(), "other", &["other.test"], None);
     let up = Upstream::start(Behavior::Hello("app".into()))
         .await
         .unwrap();
     let gw = common::TestGateway::start_with(
-        &tls_listener(dir.path(), &["site"]),
+        &tls_listener(dir.path(), &["site", "other"]),
         &format!(
             "[upstream.app]\nservers = [\"{}\"]\n\n[[route]]\nupstream = \"app\"\n",
             up.addr
@@ -139,15 +140,27 @@ async fn curl_over_tls_and_a_renewed_certificate_after_reload() {
     )
     .await;
     let port = gw.addr.port();
-    let curl = move |ca: &Path| {
+    let curl_name = move |name: &str, ca: &Path| {
         std::process::Command::new("curl")
             .args(["-sS", "--http2", "-w", "\n%{http_version}", "--cacert"])
             .arg(ca)
-            .args(["--resolve", &format!("site.test:{port}:127.0.0.1")])
-            .arg(format!("https://site.test:{port}/hello"))
+            .args(["--resolve", &format!("{name}:{port}:127.0.0.1")])
+            .arg(format!("https://{name}:{port}/hello"))
             .output()
             .unwrap()
     };
+    let curl = move |ca: &Path| curl_name("site.test", ca);
+    // SNI for a second name: curl trusts only that name's certificate, so
+    // success means the gateway chose it.
+    let ca_other = dir.path().join("other.pem");
+    let out = tokio::task::spawn_blocking(move || curl_name("other.test", &ca_other))
+        .await
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("hello from app: GET /hello"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let ca_old = dir.path().join("ca-old.pem");
     std::fs::copy(dir.path().join("site.pem"), &ca_old).unwrap();
     let out = tokio::task::spawn_blocking({

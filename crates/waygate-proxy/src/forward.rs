@@ -336,9 +336,23 @@ async fn forward(
         // Queued requests of a higher priority go first.
         let class = route.priority as usize;
         let queued = upstream.queue.as_ref().is_some_and(|q| q.ahead(class));
-        let pick = match (!queued).then(|| members.set.pick(key, &tried)).flatten() {
-            Some(p) => p,
-            None if queued || members.set.at_capacity() => {
+        // A pick reserves its in-flight slot atomically; one taken by a
+        // concurrent request in between sends this one to the queue.
+        let max = members.set.max_in_flight();
+        let mut raced = false;
+        let direct = (!queued)
+            .then(|| members.set.pick(key, &tried))
+            .flatten()
+            .and_then(|p| match p.server.try_start(max) {
+                Some(f) => Some((p, f)),
+                None => {
+                    raced = true;
+                    None
+                }
+            });
+        let (pick, in_flight) = match direct {
+            Some(x) => x,
+            None if queued || raced || members.set.at_capacity() => {
                 queue(upstream, &members.set, key, &tried, class).await?
             }
             None => {
@@ -353,7 +367,6 @@ async fn forward(
         target.server = Some(index);
         finish.rec.upstream_server = Some(pick.server.label.clone());
         let more = tried.len() < upstream.retry.max_attempts as usize;
-        let in_flight = pick.server.start();
         let pool = &members.pools[index];
         let sent_at = tokio::time::Instant::now();
         let result = attempt::run(upstream, pool, &pick, &mut parts, &mut body, more, finish).await;
@@ -464,7 +477,7 @@ async fn queue(
     key: Option<u64>,
     tried: &[usize],
     class: usize,
-) -> Result<Pick, GatewayError> {
+) -> Result<(Pick, waygate_upstream::InFlight), GatewayError> {
     use std::sync::atomic::Ordering;
     let limit = |why: String| {
         GatewayError::new(
@@ -498,7 +511,9 @@ async fn queue(
         freed.as_mut().enable();
         if !q.ahead(class) {
             if let Some(p) = set.pick(key, tried) {
-                return Ok(p);
+                if let Some(f) = p.server.try_start(set.max_in_flight()) {
+                    return Ok((p, f));
+                }
             }
         }
         tokio::select! {
@@ -753,9 +768,9 @@ async fn switch(
             )
         }
     };
-    // Its task has ended: the socket lives on in the tunnel.
+    // Its task has ended: the socket lives on in the tunnel. (The 101 was
+    // already recorded as the server's success.)
     conn.close();
-    set.record(&pick.server, Outcome::Success);
     let (mut parts, body) = resp.into_parts();
     headers::remove_hop_by_hop(&mut parts.headers);
     if to.h2 {

@@ -28,7 +28,10 @@ const FIN_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The protocol an HTTP/1.1 request asks to switch to (`Upgrade`, with
 /// `upgrade` among its `Connection` options), if any. HTTP/2 has no
-/// Upgrade (RFC 9113 §8.6).
+/// Upgrade (RFC 9113 §8.6). An offer of `h2c` is never passed on: a
+/// tunnel of HTTP/2 to the upstream would carry requests the gateway never
+/// sees, routes or limits ("h2c smuggling"); such a request goes on as a
+/// plain one.
 pub(crate) fn requested<B>(req: &Request<B>) -> Option<HeaderValue> {
     if req.version() != Version::HTTP_11 {
         return None;
@@ -43,7 +46,12 @@ pub(crate) fn requested<B>(req: &Request<B>) -> Option<HeaderValue> {
     if !wants {
         return None;
     }
-    req.headers().get(header::UPGRADE).cloned()
+    let offered = req.headers().get(header::UPGRADE)?;
+    let h2c = offered.to_str().map_or(true, |o| {
+        o.split(',')
+            .any(|p| p.trim().to_ascii_lowercase().starts_with("h2c"))
+    });
+    (!h2c).then(|| offered.clone())
 }
 
 /// The protocol of an HTTP/2 extended CONNECT (RFC 8441), if it is
@@ -231,6 +239,12 @@ mod tests {
             .unwrap_or_default();
         *http10.version_mut() = Version::HTTP_10;
         assert!(requested(&http10).is_none());
+        let h2c = Request::get("/")
+            .header("connection", "Upgrade, HTTP2-Settings")
+            .header("upgrade", "websocket, H2C")
+            .body(())
+            .unwrap_or_default();
+        assert!(requested(&h2c).is_none());
     }
 
     #[tokio::test]

@@ -153,6 +153,11 @@ impl ServerSet {
         self
     }
 
+    /// The per-server in-flight limit, if any.
+    pub fn max_in_flight(&self) -> Option<u32> {
+        self.max_in_flight
+    }
+
     /// Every server that could take requests is at its in-flight limit: a
     /// request should wait in the queue rather than fail.
     pub fn at_capacity(&self) -> bool {

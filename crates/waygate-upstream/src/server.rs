@@ -209,6 +209,25 @@ impl ServerState {
     }
 
     /// Starts counting a request in flight.
+    /// Like [`ServerState::start`], but only below `max` in flight: the
+    /// check and the count are one atomic step, so two requests that both
+    /// saw a free slot cannot both take it.
+    pub fn try_start(self: &Arc<Self>, max: Option<u32>) -> Option<InFlight> {
+        let Some(max) = max else {
+            return Some(self.start());
+        };
+        self.in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        Some(InFlight {
+            server: self.clone(),
+            start_ms: now_ms(),
+            start: tokio::time::Instant::now(),
+        })
+    }
+
     pub fn start(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight {
@@ -303,5 +322,27 @@ impl Drop for InFlight {
         if let Some(n) = self.server.freed.get() {
             n.notify_waiters();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn try_start_never_goes_over_the_limit() {
+        let s = Arc::new(ServerState::new(0, Arc::from("a:1"), 1));
+        let first = s.try_start(Some(2)).expect("room");
+        let second = s.try_start(Some(2)).expect("room");
+        assert!(s.try_start(Some(2)).is_none());
+        assert_eq!(s.in_flight(), 2);
+        drop(first);
+        let third = s.try_start(Some(2)).expect("a slot was freed");
+        assert_eq!(s.in_flight(), 2);
+        drop((second, third));
+        assert_eq!(s.in_flight(), 0);
+        // No limit: always.
+        let all: Vec<_> = (0..5).filter_map(|_| s.try_start(None)).collect();
+        assert_eq!(all.len(), 5);
     }
 }

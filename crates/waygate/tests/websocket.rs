@@ -271,3 +271,23 @@ async fn websocket_over_http2_extended_connect() {
     let text = gw.gateway.metrics_text();
     assert_eq!(metric(&text, "waygate_tunnels_active", "ws"), Some(1.0));
 }
+
+/// h2c smuggling: an `Upgrade: h2c` would make a tunnel of HTTP/2 to the
+/// upstream, carrying requests the gateway never routes or limits. It is
+/// not passed on; the request goes as a plain one.
+#[tokio::test]
+async fn an_h2c_upgrade_is_never_passed_on() {
+    let plain = Upstream::start(Behavior::Hello("plain".into()))
+        .await
+        .unwrap();
+    let gw = TestGateway::start(&(upstream("app", &[plain.addr], "") + &route("/", "app"))).await;
+    let r = send_raw(
+        gw.addr,
+        b"GET /admin HTTP/1.1\r\nhost: test.local\r\nconnection: Upgrade, HTTP2-Settings, close\r\nupgrade: h2c\r\nhttp2-settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = plain.seen();
+    assert_eq!(seen[0].header("upgrade"), None);
+    assert_eq!(seen[0].header("http2-settings"), None);
+}

@@ -44,6 +44,22 @@ pub(crate) struct ConnShared {
     pub(crate) requests: std::sync::atomic::AtomicU32,
 }
 
+impl ConnShared {
+    /// A request (or a tunnel) starts using the connection: its keep-alive
+    /// timer stops.
+    pub(crate) fn begin(&self) {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// It is done; the last one wakes the reader to start the keep-alive
+    /// timer.
+    pub(crate) fn end(&self) {
+        if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.idle_waker.wake();
+        }
+    }
+}
+
 /// Progress of a request body being sent upstream.
 #[derive(Debug)]
 pub(crate) struct Upload {
@@ -306,7 +322,7 @@ impl Finish {
         listener: usize,
         conn: Arc<ConnShared>,
     ) -> Self {
-        conn.in_flight.fetch_add(1, Ordering::Relaxed);
+        conn.begin();
         Self {
             rec,
             start,
@@ -408,9 +424,7 @@ impl Drop for Finish {
                 .filter(|a| matches!(a.outcome, AttemptOutcome::Note(_)))
                 .count(),
         });
-        if self.conn.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.conn.idle_waker.wake();
-        }
+        self.conn.end();
     }
 }
 

@@ -33,14 +33,19 @@ pub(crate) fn tls(e: &(dyn StdError + 'static)) -> Option<waygate_upstream::TlsF
     None
 }
 
+/// The cause for a TLS failure: the certificate, or anything else.
+pub(crate) fn tls_cause(f: &waygate_upstream::TlsFailure) -> Cause {
+    if f.certificate {
+        Cause::TlsCertificateError
+    } else {
+        Cause::TlsProtocolError
+    }
+}
+
 /// The cause of a failed `send_request` (before a response head arrived).
 pub(crate) fn send_error(e: &hyper::Error) -> Cause {
     if let Some(f) = tls(e) {
-        return if f.certificate {
-            Cause::TlsCertificateError
-        } else {
-            Cause::TlsProtocolError
-        };
+        return tls_cause(&f);
     }
     if e.is_parse_too_large() {
         return Cause::ResponseHeadersTooLarge;

@@ -283,13 +283,15 @@ async fn forward(
         .or_else(|| h2_websocket.clone())
         .map(|offered| (offered, hyper::upgrade::on(&mut req)));
     let (mut parts, body) = req.into_parts();
-    let te_trailers = parts
-        .headers
-        .get_all(header::TE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
+    // Read before the hop-by-hop headers go; only HTTP/2 upstreams get it.
+    let te_trailers = upstream.pool.protocol != UpstreamProtocol::Http1
+        && parts
+            .headers
+            .get_all(header::TE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
     // One header value for the id, shared (not copied) by request and response.
     let id_header =
         HeaderValue::from_str(id.as_str()).unwrap_or_else(|_| HeaderValue::from_static("invalid"));

@@ -421,28 +421,20 @@ impl Collector for GatewayCollector {
                 "Pooled connections found closed by the server before the request was sent (the keep-alive race)",
                 2,
             ),
+            ("waygate_tunnels_opened", "Upgraded connections (WebSocket) opened to an upstream", 3),
         ] {
             let mut e = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
             for (u, c) in rt.upstreams.iter().zip(&m.upstreams) {
                 let v = match pick {
                     0 => c.attempts.load(Ordering::Relaxed),
                     1 => c.retries.load(Ordering::Relaxed),
-                    _ => c.stale_connections.load(Ordering::Relaxed),
+                    2 => c.stale_connections.load(Ordering::Relaxed),
+                    _ => c.tunnels_opened.load(Ordering::Relaxed),
                 };
                 ConstCounter::new(v).encode(e.encode_family(&[("upstream", &*u.name)])?)?;
             }
         }
 
-        let mut e = enc.encode_descriptor(
-            "waygate_tunnels_opened",
-            "Upgraded connections (WebSocket) opened to an upstream",
-            None,
-            MetricType::Counter,
-        )?;
-        for (u, c) in rt.upstreams.iter().zip(&m.upstreams) {
-            let v = c.tunnels_opened.load(Ordering::Relaxed);
-            ConstCounter::new(v).encode(e.encode_family(&[("upstream", &*u.name)])?)?;
-        }
         let mut e = enc.encode_descriptor(
             "waygate_tunnels_active",
             "Upgraded connections (WebSocket) open now",

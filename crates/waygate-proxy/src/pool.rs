@@ -257,13 +257,8 @@ impl Server {
                 let stream = match tokio::time::timeout_at(deadline, hs).await {
                     Ok(Ok(s)) => s,
                     Ok(Err(f)) => {
-                        let cause = if f.certificate {
-                            Cause::TlsCertificateError
-                        } else {
-                            Cause::TlsProtocolError
-                        };
                         return Err(GatewayError::new(
-                            cause,
+                            crate::classify::tls_cause(&f),
                             format!("{}: {}", self.label, f.detail),
                         ));
                     }

@@ -71,6 +71,20 @@ pub(crate) fn grpc_status(cause: Cause) -> u8 {
     }
 }
 
+/// The seconds to wait before retrying: the error's own, else the cause's.
+fn retry_after(r: &ErrorReport<'_>) -> Option<u64> {
+    r.retry_after.or(r.cause.retry_after().map(u64::from))
+}
+
+/// The error's extra headers (rate-limit headers, ...).
+fn extra_headers(h: &mut http::HeaderMap, r: &ErrorReport<'_>) {
+    for (name, value) in r.headers {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            h.insert(*name, v);
+        }
+    }
+}
+
 /// Percent-encodes a `grpc-message` value (the gRPC HTTP/2 protocol:
 /// bytes outside printable ASCII, and `%`).
 fn grpc_message(s: &str) -> String {
@@ -109,20 +123,11 @@ impl Responder {
         let h = resp.headers_mut();
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if let Ok(v) = HeaderValue::from_str(&self.proxy_status(r)) {
-            h.insert(PROXY_STATUS.clone(), v);
-        }
-        if let Ok(v) = HeaderValue::from_str(r.request_id) {
-            h.insert(X_REQUEST_ID.clone(), v);
-        }
-        if let Some(secs) = r.retry_after.or(r.cause.retry_after().map(u64::from)) {
+        self.identify(h, r);
+        if let Some(secs) = retry_after(r) {
             h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
-        for (name, value) in r.headers {
-            if let Ok(v) = HeaderValue::from_str(value) {
-                h.insert(*name, v);
-            }
-        }
+        extra_headers(h, r);
         resp
     }
 
@@ -136,18 +141,14 @@ impl Responder {
             HeaderValue::from_static("application/grpc"),
         );
         self.grpc_status_fields(h, r);
-        if let Some(secs) = r.retry_after.or(r.cause.retry_after().map(u64::from)) {
+        if let Some(secs) = retry_after(r) {
             // gRPC clients read their retry pushback in milliseconds.
             h.insert(
                 "grpc-retry-pushback-ms",
                 HeaderValue::from(secs.saturating_mul(1000)),
             );
         }
-        for (name, value) in r.headers {
-            if let Ok(v) = HeaderValue::from_str(value) {
-                h.insert(*name, v);
-            }
-        }
+        extra_headers(h, r);
         resp
     }
 
@@ -193,6 +194,12 @@ impl Responder {
         if let Ok(v) = HeaderValue::from_str(&grpc_message(&message)) {
             h.insert("grpc-message", v);
         }
+        self.identify(h, r);
+    }
+
+    /// `Proxy-Status` and `X-Request-Id`: on every response the gateway
+    /// makes.
+    fn identify(&self, h: &mut http::HeaderMap, r: &ErrorReport<'_>) {
         if let Ok(v) = HeaderValue::from_str(&self.proxy_status(r)) {
             h.insert(PROXY_STATUS.clone(), v);
         }

@@ -3,7 +3,6 @@
 //! between client and server once both sides have switched, closed after
 //! `tunnel_idle_timeout` without a byte either way.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,8 +47,11 @@ pub(crate) fn requested<B>(req: &Request<B>) -> Option<HeaderValue> {
     }
     let offered = req.headers().get(header::UPGRADE)?;
     let h2c = offered.to_str().map_or(true, |o| {
-        o.split(',')
-            .any(|p| p.trim().to_ascii_lowercase().starts_with("h2c"))
+        o.split(',').any(|p| {
+            p.trim()
+                .get(..3)
+                .is_some_and(|t| t.eq_ignore_ascii_case("h2c"))
+        })
     });
     (!h2c).then(|| offered.clone())
 }
@@ -114,16 +116,14 @@ pub(crate) struct Busy(Arc<ConnShared>);
 
 impl Busy {
     pub(crate) fn new(c: Arc<ConnShared>) -> Self {
-        c.in_flight.fetch_add(1, Ordering::AcqRel);
+        c.begin();
         Self(c)
     }
 }
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.idle_waker.wake();
-        }
+        self.0.end();
     }
 }
 

@@ -125,20 +125,26 @@ impl Ctx<'_> {
         (protocol, Some(tls))
     }
 
-    /// The certificates of a CA file; each must parse as a trust anchor.
-    fn ca(&mut self, raw: &Spanned<String>, base: &Path) -> Option<Vec<CertificateDer<'static>>> {
-        let path = base.join(raw.get_ref());
-        let pem = match std::fs::read(&path) {
-            Ok(b) => b,
+    /// A file named by the config key `raw`; an error at that key if it
+    /// cannot be read.
+    fn read(&mut self, raw: &Spanned<String>, path: &Path, what: &str) -> Option<Vec<u8>> {
+        match std::fs::read(path) {
+            Ok(b) => Some(b),
             Err(e) => {
                 self.error(
                     raw.span(),
-                    format!("cannot read CA file `{}`: {e}", path.display()),
+                    format!("cannot read {what} `{}`: {e}", path.display()),
                     Some("relative paths are taken from the config file's directory".into()),
                 );
-                return None;
+                None
             }
-        };
+        }
+    }
+
+    /// The certificates of a CA file; each must parse as a trust anchor.
+    fn ca(&mut self, raw: &Spanned<String>, base: &Path) -> Option<Vec<CertificateDer<'static>>> {
+        let path = base.join(raw.get_ref());
+        let pem = self.read(raw, &path, "CA file")?;
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
             .filter_map(Result::ok)
             .collect();
@@ -168,15 +174,7 @@ impl Ctx<'_> {
     fn certificate(&mut self, t: &RawTls, base: &Path) -> Option<TlsCertificate> {
         let cert_path = base.join(t.cert.get_ref());
         let key_path = base.join(t.key.get_ref());
-        let hint = Some("relative paths are taken from the config file's directory".to_owned());
-        let cert_pem = match std::fs::read(&cert_path) {
-            Ok(b) => b,
-            Err(e) => {
-                let msg = format!("cannot read certificate `{}`: {e}", cert_path.display());
-                self.error(t.cert.span(), msg, hint);
-                return None;
-            }
-        };
+        let cert_pem = self.read(&t.cert, &cert_path, "certificate")?;
         let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
             .filter_map(Result::ok)
             .collect();
@@ -188,14 +186,7 @@ impl Ctx<'_> {
             );
             return None;
         }
-        let key_pem = match std::fs::read(&key_path) {
-            Ok(b) => b,
-            Err(e) => {
-                let msg = format!("cannot read private key `{}`: {e}", key_path.display());
-                self.error(t.key.span(), msg, hint);
-                return None;
-            }
-        };
+        let key_pem = self.read(&t.key, &key_path, "private key")?;
         let Ok(key) = PrivateKeyDer::from_pem_slice(&key_pem) else {
             self.error(
                 t.key.span(),

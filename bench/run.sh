@@ -9,7 +9,9 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 rig="$root/../shared/bench/proxy-bench.sh"
 [ -x "$rig" ] || { echo "bench/run.sh: $rig not found" >&2; exit 2; }
-cargo build --release --manifest-path "$root/Cargo.toml" -p waygate
+# OUT_DIR is the rig's output directory, but to cargo it is the build
+# scripts' one: keep it away from the build.
+env -u OUT_DIR cargo build --release --manifest-path "$root/Cargo.toml" -p waygate
 export PROXY_NAME="${PROXY_NAME:-waygate}"
 export PROXY_URL="${PROXY_URL:-http://127.0.0.1:8090/}"
 export PROXY_CMD="exec $root/bench/waygate-cmd.sh"

@@ -88,6 +88,36 @@ impl Watcher {
     }
 }
 
+impl Watcher {
+    /// Waits until `ready` is ready (returns its output), `deadline`
+    /// passes or the drain begins (returns `None`). Written out by hand
+    /// rather than with `select!`: a parked connection's task holds this
+    /// future for its whole idle time, so its size is the connection's.
+    pub(crate) async fn until<T>(
+        &self,
+        deadline: tokio::time::Instant,
+        mut ready: impl FnMut(&mut std::task::Context<'_>) -> std::task::Poll<T>,
+    ) -> Option<T> {
+        let mut rx = self.rx.clone();
+        if *rx.borrow_and_update() {
+            return None;
+        }
+        let sleep = tokio::time::sleep_until(deadline);
+        let changed = rx.changed();
+        tokio::pin!(sleep, changed);
+        std::future::poll_fn(|cx| {
+            if let std::task::Poll::Ready(t) = ready(cx) {
+                return std::task::Poll::Ready(Some(t));
+            }
+            if sleep.as_mut().poll(cx).is_ready() || changed.as_mut().poll(cx).is_ready() {
+                return std::task::Poll::Ready(None);
+            }
+            std::task::Poll::Pending
+        })
+        .await
+    }
+}
+
 impl Clone for Watcher {
     fn clone(&self) -> Self {
         self.open.fetch_add(1, Ordering::Relaxed);

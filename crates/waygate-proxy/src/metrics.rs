@@ -44,6 +44,8 @@ pub(crate) struct Metrics {
     listener_names: Vec<Arc<str>>,
     upstream_names: Vec<Arc<str>>,
     pub(crate) client_connections: Arc<AtomicI64>,
+    /// Idle client connections parked (holding a socket, no hyper state).
+    pub(crate) parked_connections: Arc<AtomicI64>,
 }
 
 #[derive(Debug)]
@@ -160,6 +162,7 @@ impl Metrics {
             listener_names: listeners.to_vec(),
             upstream_names: upstreams.to_vec(),
             client_connections: prev.map_or_else(Arc::default, |p| p.client_connections.clone()),
+            parked_connections: prev.map_or_else(Arc::default, |p| p.parked_connections.clone()),
         }
     }
 
@@ -453,6 +456,14 @@ impl Collector for GatewayCollector {
             MetricType::Gauge,
         )?;
         ConstGauge::new(m.client_connections.load(Ordering::Relaxed)).encode(e)?;
+
+        let e = enc.encode_descriptor(
+            "waygate_client_connections_parked",
+            "Idle keep-alive client connections parked: holding their socket, no HTTP state",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(m.parked_connections.load(Ordering::Relaxed)).encode(e)?;
 
         let mut e = enc.encode_descriptor(
             "waygate_connections_refused",

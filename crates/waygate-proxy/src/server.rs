@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::body::{ConnShared, Finish, ProxyBody};
-use crate::client_io::{ClientIo, ClientStream};
+use crate::client_io::{ClientIo, ClientStream, ParkSlot};
 use crate::forward;
 use crate::runtime::{Gateway, ListenerCounters, Runtime, Shared};
 
@@ -434,6 +434,13 @@ where
     }
 }
 
+/// Boxed connections keep a task small whatever state it is in.
+impl<C: Graceful> Graceful for Pin<Box<C>> {
+    fn begin_shutdown(self: Pin<&mut Self>) {
+        self.get_mut().as_mut().begin_shutdown();
+    }
+}
+
 /// The client connection preface of HTTP/2 (RFC 9113 §3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -491,56 +498,142 @@ async fn serve_conn<S: ClientStream>(
         born: rt.clone(),
         conn,
     };
+    // Boxed: the task's own size is what an idle connection costs.
     let served = if h2 {
-        let mut builder =
-            hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
-        builder
-            .timer(hyper_util::rt::TokioTimer::new())
-            .max_concurrent_streams(l.max_concurrent_streams)
-            .initial_stream_window_size(l.http2_stream_window)
-            .initial_connection_window_size(l.http2_connection_window)
-            .max_header_list_size(u32::try_from(l.max_header_size).unwrap_or(u32::MAX))
-            .max_pending_accept_reset_streams(20)
-            // WebSocket over HTTP/2 (RFC 8441).
-            .enable_connect_protocol()
-            // A ping every keep-alive timeout finds dead peers.
-            .keep_alive_interval(Some(l.keepalive_timeout))
-            .keep_alive_timeout(l.client_header_timeout);
-        watcher
-            .drain
-            .watch(builder.serve_connection(TokioIo::new(stream), svc))
-            .await
+        Box::pin(serve_http2(stream, l, &watcher.drain, svc)).await
     } else {
-        let io = ClientIo::new(
-            stream,
-            conn_shared,
-            l.client_header_timeout,
-            l.keepalive_timeout,
-        );
-        // No hyper timer: its header-read timeout (30 s by default once a
-        // timer is set) would arm a timer per request; ClientIo enforces
-        // client_header_timeout and keepalive_timeout instead.
-        let mut builder = http1::Builder::new();
-        builder
-            .keep_alive(true)
-            // Over these hyper answers 431 itself.
-            .max_header_size(l.max_header_size)
-            .max_headers(l.max_headers)
-            // Bounds what is queued for a slow reader (hyper's default is
-            // ~400 KiB per connection); the kernel's send buffer holds more.
-            .max_buf_size(CLIENT_BUF_MAX.max(l.max_header_size));
-        watcher
-            .drain
-            .watch(
-                builder
-                    .serve_connection(TokioIo::new(io), svc)
-                    .with_upgrades(),
-            )
-            .await
+        let parked = rt.metrics.parked_connections.clone();
+        serve_http1(stream, l, conn_shared, &watcher.drain, svc, parked).await
     };
     if let Err(e) = served {
         debug!(%peer, h2, error = %e, "client connection ended with an error");
     }
+}
+
+/// Serves an HTTP/2 connection.
+async fn serve_http2<S: ClientStream>(
+    stream: S,
+    l: &crate::runtime::ListenerRt,
+    drain: &Watcher,
+    svc: GatewayService,
+) -> hyper::Result<()> {
+    let mut builder =
+        hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_concurrent_streams(l.max_concurrent_streams)
+        .initial_stream_window_size(l.http2_stream_window)
+        .initial_connection_window_size(l.http2_connection_window)
+        .max_header_list_size(u32::try_from(l.max_header_size).unwrap_or(u32::MAX))
+        .max_pending_accept_reset_streams(20)
+        // WebSocket over HTTP/2 (RFC 8441).
+        .enable_connect_protocol()
+        // A ping every keep-alive timeout finds dead peers.
+        .keep_alive_interval(Some(l.keepalive_timeout))
+        .keep_alive_timeout(l.client_header_timeout);
+    drain
+        .watch(builder.serve_connection(TokioIo::new(stream), svc))
+        .await
+}
+
+/// Serves an HTTP/1.1 connection. An idle plain-TCP connection is parked
+/// (see `client_io`): its hyper connection ends without closing the
+/// socket, and a new one serves the socket when it becomes readable again,
+/// unless the keep-alive timeout or a drain comes first. While parked, the
+/// connection holds its socket and this future's small parked state only.
+async fn serve_http1<S: ClientStream>(
+    mut stream: S,
+    l: &crate::runtime::ListenerRt,
+    conn_shared: Arc<ConnShared>,
+    drain: &Watcher,
+    svc: GatewayService,
+    gauge: Arc<std::sync::atomic::AtomicI64>,
+) -> hyper::Result<()> {
+    let slot: Option<ParkSlot<S>> = S::PARKS.then(ParkSlot::default);
+    loop {
+        let parked = Box::pin(serve_until_parked(
+            stream,
+            l,
+            &conn_shared,
+            drain,
+            &svc,
+            slot.as_ref(),
+        ))
+        .await?;
+        let Some((parked, keepalive_deadline)) = parked else {
+            return Ok(()); // closed
+        };
+        let counted = Parked::count(&gauge);
+        let woke = drain
+            .until(keepalive_deadline, |cx| parked.poll_read_ready(cx))
+            .await;
+        drop(counted);
+        match woke {
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
+                debug!(error = %e, "parked client connection failed");
+                return Ok(());
+            }
+            // The keep-alive timeout, or a drain, closes it.
+            None => return Ok(()),
+        }
+        stream = parked;
+    }
+}
+
+/// Counts a parked connection in `waygate_client_connections_parked`
+/// until dropped.
+struct Parked<'a>(&'a std::sync::atomic::AtomicI64);
+
+impl<'a> Parked<'a> {
+    fn count(gauge: &'a std::sync::atomic::AtomicI64) -> Self {
+        gauge.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self(gauge)
+    }
+}
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Runs one hyper connection on `stream` until it closes (`None`) or parks
+/// (the socket and its keep-alive deadline).
+async fn serve_until_parked<S: ClientStream>(
+    stream: S,
+    l: &crate::runtime::ListenerRt,
+    conn_shared: &Arc<ConnShared>,
+    drain: &Watcher,
+    svc: &GatewayService,
+    slot: Option<&ParkSlot<S>>,
+) -> hyper::Result<Option<(S, Instant)>> {
+    let io = ClientIo::new(
+        stream,
+        conn_shared.clone(),
+        l.client_header_timeout,
+        l.keepalive_timeout,
+        slot.cloned(),
+    );
+    // No hyper timer: its header-read timeout (30 s by default once a
+    // timer is set) would arm a timer per request; ClientIo enforces
+    // client_header_timeout and keepalive_timeout instead.
+    let mut builder = http1::Builder::new();
+    builder
+        .keep_alive(true)
+        // Over these hyper answers 431 itself.
+        .max_header_size(l.max_header_size)
+        .max_headers(l.max_headers)
+        // Bounds what is queued for a slow reader (hyper's default is
+        // ~400 KiB per connection); the kernel's send buffer holds more.
+        .max_buf_size(CLIENT_BUF_MAX.max(l.max_header_size));
+    let conn = builder
+        .serve_connection(TokioIo::new(io), svc.clone())
+        .with_upgrades();
+    drain.watch(conn).await?;
+    // hyper dropped the ClientIo with the connection: a parked socket is in
+    // the slot now.
+    Ok(slot.and_then(|s| s.lock().unwrap_or_else(|p| p.into_inner()).take()))
 }
 
 /// Most response bytes queued in user space for one client connection.

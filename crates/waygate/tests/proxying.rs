@@ -291,3 +291,165 @@ async fn upstream_closing_keep_alive_connections_never_yields_502_for_get() {
         }
     }
 }
+
+/// Reads `n` responses with `Content-Length` off a keep-alive connection
+/// (leaving it open), within 20 s.
+async fn read_cl_responses(s: &mut tokio::net::TcpStream, n: usize) -> Vec<common::RawResponse> {
+    let mut buf = Vec::new();
+    let mut out = Vec::new();
+    let mut tmp = vec![0u8; 1 << 16];
+    let read = async {
+        while out.len() < n {
+            let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                let k = s.read(&mut tmp).await.unwrap();
+                assert!(k > 0, "closed after {} responses", out.len());
+                buf.extend_from_slice(&tmp[..k]);
+                continue;
+            };
+            let r = common::parse_response(&buf);
+            let cl: usize = r
+                .header("content-length")
+                .expect("content-length")
+                .parse()
+                .unwrap();
+            if buf.len() < end + 4 + cl {
+                let k = s.read(&mut tmp).await.unwrap();
+                assert!(k > 0, "closed inside a response");
+                buf.extend_from_slice(&tmp[..k]);
+                continue;
+            }
+            buf.drain(..end + 4 + cl);
+            out.push(r);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), read)
+        .await
+        .expect("responses within 20 s");
+    out
+}
+
+/// `waygate_client_connections_parked` from the admin listener.
+async fn parked(admin: std::net::SocketAddr) -> u64 {
+    let text = get(admin, "/metrics", &[]).await.text();
+    text.lines()
+        .find_map(|l| l.strip_prefix("waygate_client_connections_parked "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("parked gauge")
+}
+
+/// Waits up to 5 s for the parked gauge to read `want`.
+async fn parked_becomes(admin: std::net::SocketAddr, want: u64) {
+    for _ in 0..100 {
+        if parked(admin).await == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "parked connections never reached {want} (now {})",
+        parked(admin).await
+    );
+}
+
+#[tokio::test]
+async fn idle_connections_are_parked_and_served_again() {
+    let a = Upstream::start(Behavior::Hello("a".into())).await.unwrap();
+    let gw = TestGateway::start_with(
+        "keepalive_timeout = \"3s\"\n",
+        &(upstream("app", &[a.addr], "")
+            + &route("/", "app")
+            + "[admin]\nlisten = \"127.0.0.1:0\"\n"),
+    )
+    .await;
+    let admin = gw.admin.unwrap();
+    let mut conns = Vec::new();
+    for _ in 0..3 {
+        let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        s.write_all(b"GET /one HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        assert_eq!(read_cl_responses(&mut s, 1).await[0].status, 200);
+        conns.push(s);
+    }
+    // Idle past the park delay (250 ms): parked, still open.
+    parked_becomes(admin, 3).await;
+    for s in &mut conns {
+        // Two pipelined requests on a parked connection: both answered, in
+        // order, on the same connection.
+        s.write_all(b"GET /two HTTP/1.1\r\nhost: x\r\n\r\nGET /three HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut rs = read_cl_responses(s, 2).await;
+        let three = rs.pop().unwrap();
+        let two = rs.pop().unwrap();
+        assert_eq!((two.status, three.status), (200, 200));
+        assert!(two.text().contains("/two") && three.text().contains("/three"));
+        assert!(two.complete && three.complete);
+    }
+    // Parked again; the keep-alive timeout (counted from the end of the
+    // last response, not from the park) closes them.
+    parked_becomes(admin, 3).await;
+    let idle_since = tokio::time::Instant::now();
+    let mut buf = [0u8; 64];
+    for s in &mut conns {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("closed by keepalive_timeout")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+    }
+    assert!(idle_since.elapsed() >= Duration::from_millis(2000));
+    parked_becomes(admin, 0).await;
+}
+
+#[tokio::test]
+async fn a_slow_reader_gets_its_whole_response_although_idle() {
+    // 32 MiB: more than the loopback socket buffers hold, so hyper still
+    // holds the last bytes when the response is over on the gateway's
+    // side and the connection looks idle; it must not park (which would
+    // drop them) until they are written.
+    const SIZE: u64 = 32 << 20;
+    let a = Upstream::start(Behavior::Source(SIZE)).await.unwrap();
+    let gw = TestGateway::start(&(upstream("app", &[a.addr], "") + &route("/", "app"))).await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // Read nothing for well over the park delay.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let r = read_cl_responses(&mut s, 1).await.remove(0);
+    assert_eq!(r.status, 200);
+    assert!(r.complete, "response cut off");
+    assert_eq!(r.body.len() as u64, SIZE);
+    // The connection is still usable.
+    s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let r = read_cl_responses(&mut s, 1).await.remove(0);
+    assert!(r.complete && r.body.len() as u64 == SIZE);
+}
+
+#[tokio::test]
+async fn a_drain_closes_parked_connections_at_once() {
+    let a = Upstream::start(Behavior::Hello("a".into())).await.unwrap();
+    let gw = TestGateway::start_with(
+        "keepalive_timeout = \"60s\"\n",
+        &(upstream("app", &[a.addr], "")
+            + &route("/", "app")
+            + "[admin]\nlisten = \"127.0.0.1:0\"\n"),
+    )
+    .await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(read_cl_responses(&mut s, 1).await[0].status, 200);
+    parked_becomes(gw.admin.unwrap(), 1).await;
+    drop(gw); // stops the gateway: it drains
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf))
+        .await
+        .expect("closed by the drain, not after keepalive_timeout")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+}

@@ -305,6 +305,14 @@ async fn acquire(
             return Ok(c);
         }
     }
+    // Boxed: connecting (DNS, TCP, TLS, handshake) is a large future that
+    // would otherwise sit inline in every request's state, copied and
+    // allocated per request although a pooled connection is the rule.
+    Box::pin(connect(upstream, pool)).await
+}
+
+/// A fresh connection within the upstream's connection limit.
+async fn connect(upstream: &Upstream, pool: &Arc<Server>) -> Result<PooledConn, GatewayError> {
     let permit = match upstream.limits.try_connection() {
         Some(p) => p,
         None => {

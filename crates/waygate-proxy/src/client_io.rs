@@ -166,13 +166,13 @@ impl<S: ClientStream> ClientIo<S> {
         }
         self.phase = phase;
         self.head_bytes = false;
-        let now = Instant::now();
         self.deadline = match phase {
             Phase::Idle => {
+                let now = Instant::now();
                 self.keepalive_deadline = now + self.keepalive_timeout;
                 self.park_time(now)
             }
-            Phase::Head => now + self.header_timeout,
+            Phase::Head => Instant::now() + self.header_timeout,
             Phase::Busy => return,
         };
         self.armed = false;

@@ -355,7 +355,9 @@ async fn forward(
         let (pick, in_flight) = match direct {
             Some(x) => x,
             None if queued || raced || members.set.at_capacity() => {
-                queue(upstream, &members.set, key, &tried, class).await?
+                // Boxed, like the other rare paths below: their futures
+                // would otherwise make every request's state larger.
+                Box::pin(queue(upstream, &members.set, key, &tried, class)).await?
             }
             None => {
                 return Err(GatewayError::new(
@@ -419,7 +421,7 @@ async fn forward(
                         client: conn,
                         upstream: route.upstream,
                     };
-                    return switch(
+                    return Box::pin(switch(
                         rt,
                         upstream,
                         &members.set,
@@ -428,7 +430,7 @@ async fn forward(
                         &id_header,
                         &pick,
                         to,
-                    )
+                    ))
                     .await;
                 }
                 return respond(rt, upstream, &members.set, resp, pooled, &id_header, &pick).await;

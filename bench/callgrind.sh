@@ -39,7 +39,7 @@ servers = ["127.0.0.1:9101", "127.0.0.1:9102"]
 balance = "round_robin"
 TOML
 nginx -c "$W/origin.conf" & pids+=($!)
-valgrind --tool=callgrind --callgrind-out-file="$W/callgrind.out" \
+valgrind --tool=callgrind --compress-strings=no --callgrind-out-file="$W/callgrind.out" \
   "$BIN" --log-level warn run --config "$W/waygate.toml" --workers 1 >"$W/valgrind.log" 2>&1 &
 vg=$!; pids+=($vg)
 for _ in $(seq 300); do curl -sf http://127.0.0.1:8190/ >/dev/null 2>&1 && break; sleep 0.1; done

@@ -198,7 +198,7 @@ impl<S: ClientStream> ClientIo<S> {
     /// to report end-of-file.
     fn idle_timer_fired(&mut self) -> bool {
         let now = Instant::now();
-        if now >= self.keepalive_deadline {
+        if now >= self.keepalive_deadline || self.park.is_none() {
             tracing::debug!(timeout = "keepalive_timeout", "closing client connection");
             return true;
         }

@@ -15,7 +15,7 @@
 //! through its [`ParkSlot`], and hyper's connection (its 8 KiB read buffer,
 //! its write buffer, its state) is freed. The server then waits for the
 //! socket to become readable, holding only the socket, and serves it with a
-//! fresh hyper connection (see `server::serve_conn`).
+//! fresh hyper connection (see `server::serve_http1`).
 
 use std::future::Future;
 use std::io;

@@ -330,6 +330,9 @@ async fn forward(
     }
     let mut body = RequestBody::prepare(body, upstream, limit, finish).await?;
     let idempotent = is_idempotent(&parts.method);
+    // Kept for the retry log: the last attempt of a request (and every one
+    // of a non-idempotent request) hands the head itself to the connection.
+    let method = parts.method.clone();
     upstream.budget.deposit(waygate_upstream::now_ms());
 
     // Attempts.
@@ -370,7 +373,10 @@ async fn forward(
         tried.push(index);
         target.server = Some(index);
         finish.rec.upstream_server = Some(pick.server.label.clone());
-        let more = tried.len() < upstream.retry.max_attempts as usize;
+        // Another attempt after this one needs the request head again only
+        // if the request may be retried once sent (an unsent request comes
+        // back whole): a non-idempotent request skips the header clone.
+        let more = idempotent && tried.len() < upstream.retry.max_attempts as usize;
         let pool = &members.pools[index];
         let sent_at = tokio::time::Instant::now();
         let result = attempt::run(upstream, pool, &pick, &mut parts, &mut body, more, finish).await;
@@ -402,7 +408,7 @@ async fn forward(
                         idempotent,
                         &body,
                         &why,
-                        &parts.method,
+                        &method,
                     ) {
                         Ok(reason) => {
                             finish.rec.retry = Some(reason);
@@ -453,7 +459,7 @@ async fn forward(
                     idempotent,
                     &body,
                     err.cause.name(),
-                    &parts.method,
+                    &method,
                 )
                 .and_then(|ok| retryable_cause(err.cause, sent).map(|()| ok))
                 {

@@ -182,6 +182,27 @@ impl Server {
         None
     }
 
+    /// Closes the pooled connections whose idle time is over (or that the
+    /// server closed), so `pool_idle_timeout` holds while no request comes
+    /// to take them, and their buffers go back (see `supervise`). The rest
+    /// are pushed back; a checkout racing with this may miss one and
+    /// connect anew, which is harmless.
+    pub(crate) fn sweep(&self) {
+        let now = Instant::now();
+        for _ in 0..self.idle.len() {
+            let Some(idle) = self.idle.pop() else {
+                break;
+            };
+            if idle.tx.is_closed() || now >= idle.expires {
+                idle.task.abort();
+                continue;
+            }
+            if let Err(idle) = self.idle.push(idle) {
+                idle.task.abort();
+            }
+        }
+    }
+
     /// Pools a connection for at most the pool idle timeout, and never
     /// longer than the server said it keeps idle connections (minus a
     /// margin), so the gateway closes it before the server does.

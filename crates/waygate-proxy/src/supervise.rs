@@ -1,6 +1,7 @@
 //! Per-upstream supervision, one task each: keeps one active health-check
-//! task per current server, and resolves servers given by host name again
-//! every `dns_refresh`, each address becoming a server. When the answers
+//! task per current server, closes pooled connections idle past their
+//! timeout (every [`SWEEP_EVERY`]), and resolves servers given by host name
+//! again every `dns_refresh`, each address becoming a server. When the answers
 //! change, a new generation of servers is swapped in atomically; servers
 //! that did not change keep their state (health, ejections, latency) and
 //! their connection pools. A failed resolution keeps the last known
@@ -17,6 +18,10 @@ use waygate_upstream::{ServerSet, ServerState};
 
 use crate::pool::Server;
 use crate::runtime::{Members, Runtime, Upstream};
+
+/// How often idle pooled connections are checked for expiry: an idle
+/// connection lives at most this much past `pool_idle_timeout`.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// Longest wait for one DNS answer.
 const DNS_TIMEOUT: Duration = Duration::from_secs(5);
@@ -62,7 +67,23 @@ impl Drop for Supervisors {
 
 /// Supervises one upstream until the task is aborted.
 async fn supervise(u: Arc<Upstream>) {
-    let u = &*u;
+    tokio::join!(sweep(&u), resolve_and_check(&u));
+}
+
+/// Closes expired idle connections of the upstream's current servers.
+async fn sweep(u: &Upstream) {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        for pool in &u.members.load().pools {
+            pool.sweep();
+        }
+    }
+}
+
+/// Keeps the health checkers and the resolved servers current.
+async fn resolve_and_check(u: &Upstream) {
     let has_dns = u.entries.iter().any(|e| !e.addr.is_ip());
     if !has_dns && u.health_check.is_none() {
         return;

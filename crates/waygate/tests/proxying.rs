@@ -453,3 +453,37 @@ async fn a_drain_closes_parked_connections_at_once() {
         .unwrap_or(0);
     assert_eq!(n, 0);
 }
+
+#[tokio::test]
+async fn pooled_connections_are_closed_after_pool_idle_timeout_without_traffic() {
+    let a = Upstream::start(Behavior::Hello("a".into())).await.unwrap();
+    let gw = TestGateway::start(
+        &(upstream("app", &[a.addr], "pool_idle_timeout = \"300ms\"")
+            + &route("/", "app")
+            + "[admin]\nlisten = \"127.0.0.1:0\"\n"),
+    )
+    .await;
+    let admin = gw.admin.unwrap();
+    let open = || async move {
+        let text = get(admin, "/metrics", &[]).await.text();
+        text.lines()
+            .find_map(|l| l.strip_prefix("waygate_upstream_connections{upstream=\"app\"} "))
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .expect("upstream connections gauge")
+    };
+    assert_eq!(get(gw.addr, "/", &[]).await.status, 200);
+    assert_eq!(open().await, 1, "pooled after the request");
+    // No request comes to take it: the supervisor closes it within a
+    // second of its idle timeout (the server itself would keep it).
+    let start = tokio::time::Instant::now();
+    while open().await != 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "an idle pooled connection outlived pool_idle_timeout"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(start.elapsed() >= Duration::from_millis(200));
+    // And the next request connects anew.
+    assert_eq!(get(gw.addr, "/", &[]).await.status, 200);
+}

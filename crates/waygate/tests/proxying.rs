@@ -351,16 +351,23 @@ async fn parked_becomes(admin: std::net::SocketAddr, want: u64) {
     );
 }
 
-#[tokio::test]
-async fn idle_connections_are_parked_and_served_again() {
+/// A gateway with an admin listener in front of one `Hello` upstream;
+/// `listener` and `upstream_extra` are added to their tables.
+async fn hello_with_admin(listener: &str, upstream_extra: &str) -> (Upstream, TestGateway) {
     let a = Upstream::start(Behavior::Hello("a".into())).await.unwrap();
     let gw = TestGateway::start_with(
-        "keepalive_timeout = \"3s\"\n",
-        &(upstream("app", &[a.addr], "")
+        listener,
+        &(upstream("app", &[a.addr], upstream_extra)
             + &route("/", "app")
             + "[admin]\nlisten = \"127.0.0.1:0\"\n"),
     )
     .await;
+    (a, gw)
+}
+
+#[tokio::test]
+async fn idle_connections_are_parked_and_served_again() {
+    let (_a, gw) = hello_with_admin("keepalive_timeout = \"3s\"\n", "").await;
     let admin = gw.admin.unwrap();
     let mut conns = Vec::new();
     for _ in 0..3 {
@@ -431,14 +438,7 @@ async fn a_slow_reader_gets_its_whole_response_although_idle() {
 
 #[tokio::test]
 async fn a_drain_closes_parked_connections_at_once() {
-    let a = Upstream::start(Behavior::Hello("a".into())).await.unwrap();
-    let gw = TestGateway::start_with(
-        "keepalive_timeout = \"60s\"\n",
-        &(upstream("app", &[a.addr], "")
-            + &route("/", "app")
-            + "[admin]\nlisten = \"127.0.0.1:0\"\n"),
-    )
-    .await;
+    let (_a, gw) = hello_with_admin("keepalive_timeout = \"60s\"\n", "").await;
     let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
     s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
         .await
@@ -456,13 +456,7 @@ async fn a_drain_closes_parked_connections_at_once() {
 
 #[tokio::test]
 async fn pooled_connections_are_closed_after_pool_idle_timeout_without_traffic() {
-    let a = Upstream::start(Behavior::Hello("a".into())).await.unwrap();
-    let gw = TestGateway::start(
-        &(upstream("app", &[a.addr], "pool_idle_timeout = \"300ms\"")
-            + &route("/", "app")
-            + "[admin]\nlisten = \"127.0.0.1:0\"\n"),
-    )
-    .await;
+    let (_a, gw) = hello_with_admin("", "pool_idle_timeout = \"300ms\"").await;
     let admin = gw.admin.unwrap();
     let open = || async move {
         let text = get(admin, "/metrics", &[]).await.text();

@@ -86,9 +86,7 @@ impl Watcher {
         Pin::new(&mut conn).begin_shutdown();
         conn.await
     }
-}
 
-impl Watcher {
     /// Waits until `ready` is ready (returns its output), `deadline`
     /// passes or the drain begins (returns `None`). Written out by hand
     /// rather than with `select!`: a parked connection's task holds this

@@ -2,8 +2,9 @@
 """Resident memory of a proxy holding N idle keep-alive client connections.
 
 Opens N connections to URL's host:port (loopback only), sends one GET on each
-and reads the response, then keeps them all open and idle, and prints the
-peak and current RSS of the process group of PID (VmHWM / VmRSS, summed).
+and reads the response, then keeps them all open and idle (IDLE_WAIT seconds,
+default 1), and prints the peak and current RSS of the process group of PID
+(VmHWM / VmRSS, summed).
 
     idle-conns.py PID 127.0.0.1:8090 10000
 """
@@ -53,7 +54,10 @@ def main():
                 t.recv(4096)
     for t in socks[len(socks) - len(socks) % 500:]:
         t.recv(4096)
-    time.sleep(1.0)
+    # IDLE_WAIT (seconds, default 1): how long they sit idle before the
+    # measurement; past the proxy's upstream pool idle timeout (waygate:
+    # 4 s) it also shows what closing the pooled connections gives back.
+    time.sleep(float(os.environ.get("IDLE_WAIT", "1")))
     after = rss_kib(pid)
     print(f"connections={n} rss_before_kib={before[1]} rss_idle_kib={after[1]} "
           f"per_conn_bytes={(after[1] - before[1]) * 1024 // n} peak_kib={after[0]}")

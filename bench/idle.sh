@@ -3,6 +3,7 @@
 # waygate, same origin, same harness (bench/idle-conns.py). Loopback only.
 #   bench/idle.sh                 # N=10000, 3 rounds each, after `cargo build --release`
 #   N=2000 ROUNDS=1 bench/idle.sh
+#   IDLE_WAIT=6 bench/idle.sh     # measure after 6 s idle instead of 1 s
 # nginx runs like the shared rig's: 1 worker, upstream keepalive 256.
 # waygate runs bench/waygate-cmd.sh (1 worker thread, access log off).
 set -euo pipefail

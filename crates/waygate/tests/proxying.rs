@@ -411,10 +411,11 @@ async fn idle_connections_are_parked_and_served_again() {
 
 #[tokio::test]
 async fn a_slow_reader_gets_its_whole_response_although_idle() {
-    // 32 MiB: more than the loopback socket buffers hold, so hyper still
-    // holds the last bytes when the response is over on the gateway's
-    // side and the connection looks idle; it must not park (which would
-    // drop them) until they are written.
+    // 32 MiB, more than the loopback socket buffers hold: a client that
+    // reads nothing for well past the park delay, then everything, gets the
+    // whole response, and its connection stays usable. (The narrower case,
+    // hyper holding the last bytes while the connection looks idle, is
+    // pinned down with paused time in `client_io`'s unit test.)
     const SIZE: u64 = 32 << 20;
     let a = Upstream::start(Behavior::Source(SIZE)).await.unwrap();
     let gw = TestGateway::start(&(upstream("app", &[a.addr], "") + &route("/", "app"))).await;

@@ -216,11 +216,16 @@ pub(crate) async fn run(
             }
         };
         rec.reused = conn.reused;
-        if !conn.reused {
-            let connect = ms(t.elapsed());
+        // One clock read per phase: a pooled connection is sent on at once.
+        let sent_at = if conn.reused {
+            t
+        } else {
+            let now = Instant::now();
+            let connect = ms(now - t);
             rec.connect_ms = Some(connect);
             finish.rec.connect_ms = Some(connect);
-        }
+            now
+        };
         // Keep the head for a later attempt only if there can be one.
         let head = if more {
             clone_parts(parts)
@@ -229,11 +234,12 @@ pub(crate) async fn run(
         };
         let upload = body.upload();
         let req = Request::from_parts(head, body.take());
-        let sent_at = Instant::now();
-        match send(&mut conn, req, upstream, upload.as_deref()).await {
+        match send(&mut conn, req, sent_at, upstream, upload.as_deref()).await {
             Ok(resp) => {
+                let now = Instant::now();
                 rec.outcome = AttemptOutcome::Status(resp.status().as_u16());
-                rec.first_byte_ms = Some(ms(sent_at.elapsed()));
+                rec.first_byte_ms = Some(ms(now - sent_at));
+                finish.rec.first_byte_ms = Some(ms(now - finish.start));
                 finish.rec.attempts.push(rec);
                 return Ok((resp, conn));
             }
@@ -349,6 +355,7 @@ async fn connect(upstream: &Upstream, pool: &Arc<Server>) -> Result<PooledConn, 
 async fn send(
     conn: &mut PooledConn,
     req: Request<UpstreamBody>,
+    sent_at: Instant,
     upstream: &Upstream,
     upload: Option<&Upload>,
 ) -> Result<Response<Incoming>, SendError> {
@@ -358,7 +365,6 @@ async fn send(
         .map_or(upstream.response_timeout, |t| {
             t.min(upstream.response_timeout)
         });
-    let sent_at = Instant::now();
     let fut = conn.send(req);
     let map = |r: Result<
         Response<Incoming>,
@@ -370,7 +376,7 @@ async fn send(
         })
     };
     let Some(upload) = upload else {
-        return match tokio::time::timeout(response_timeout, fut).await {
+        return match tokio::time::timeout_at(sent_at + response_timeout, fut).await {
             Ok(r) => map(r),
             Err(_) => Err(SendError::Timeout(timeout_error(response_timeout))),
         };

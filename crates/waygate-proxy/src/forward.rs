@@ -24,7 +24,7 @@ use waygate_telemetry::AccessRecord;
 use waygate_upstream::{Outcome, Pick, ServerSet};
 
 use crate::attempt::{self, Failure, RequestBody};
-use crate::body::{ms, Finish, ProxyBody, Streaming};
+use crate::body::{Finish, ProxyBody, Streaming};
 use crate::classify;
 use crate::headers::{self, X_REQUEST_ID};
 use crate::pool::{self, PooledConn};
@@ -336,7 +336,8 @@ async fn forward(
     upstream.budget.deposit(waygate_upstream::now_ms());
 
     // Attempts.
-    let mut tried: Vec<usize> = Vec::new();
+    // Inline: a request is rarely tried on more than a few servers.
+    let mut tried: smallvec::SmallVec<[usize; 4]> = smallvec::SmallVec::new();
     loop {
         // Queued requests of a higher priority go first.
         let class = route.priority as usize;
@@ -378,14 +379,16 @@ async fn forward(
         // back whole): a non-idempotent request skips the header clone.
         let more = idempotent && tried.len() < upstream.retry.max_attempts as usize;
         let pool = &members.pools[index];
-        let sent_at = tokio::time::Instant::now();
+        let sent_at = upstream.adaptive.is_some().then(tokio::time::Instant::now);
         let result = attempt::run(upstream, pool, &pick, &mut parts, &mut body, more, finish).await;
         in_flight.observe();
         match result {
             Ok((resp, pooled)) => {
                 let status = resp.status().as_u16();
                 let failed = status >= 500;
-                if let (Some(a), Some(p), false) = (&upstream.adaptive, &finish.adaptive, failed) {
+                if let (Some(a), Some(p), Some(sent_at), false) =
+                    (&upstream.adaptive, &finish.adaptive, sent_at, failed)
+                {
                     let rtt = sent_at.elapsed().as_micros() as u64;
                     a.record(p, rtt, waygate_upstream::now_ms() * 1000);
                 }
@@ -398,7 +401,6 @@ async fn forward(
                     },
                 );
                 finish.rec.upstream_status = Some(status);
-                finish.rec.first_byte_ms = Some(ms(finish.start.elapsed()));
                 if upstream.retry.on_statuses.contains(&status) {
                     let why = format!("status {status}");
                     match retry_decision(

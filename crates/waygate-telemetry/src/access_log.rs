@@ -55,7 +55,8 @@ pub struct AccessRecord {
     pub connect_ms: Option<f64>,
     pub first_byte_ms: Option<f64>,
     /// Every attempt, in order.
-    pub attempts: Vec<AttemptRecord>,
+    /// Inline for the usual single attempt: no allocation per request.
+    pub attempts: smallvec::SmallVec<[AttemptRecord; 1]>,
     /// The retry decision after the last attempt, with its reason.
     pub retry: Option<String>,
     pub detail: Option<String>,
@@ -148,7 +149,7 @@ impl AccessRecord {
             upstream_status: None,
             connect_ms: None,
             first_byte_ms: None,
-            attempts: Vec::new(),
+            attempts: smallvec::SmallVec::new(),
             retry: None,
             detail: None,
         }

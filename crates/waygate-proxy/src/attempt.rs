@@ -4,6 +4,7 @@
 //! body as prepared for attempts: buffered (replayable) when small enough.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -19,7 +20,7 @@ use waygate_upstream::Pick;
 
 use crate::body::{ms, Finish, Upload, UpstreamBody};
 use crate::classify;
-use crate::pool::{PooledConn, Server};
+use crate::pool::{PooledConn, SendResult, Server};
 use crate::runtime::Upstream;
 
 /// A failed attempt: the error, and whether any of the request may have
@@ -366,21 +367,32 @@ async fn send(
             t.min(upstream.response_timeout)
         });
     let fut = conn.send(req);
-    let map = |r: Result<
-        Response<Incoming>,
-        hyper::client::conn::TrySendError<Request<UpstreamBody>>,
-    >| {
-        r.map_err(|mut e| match e.take_message() {
-            Some(req) => SendError::NotSent(Box::new(req)),
-            None => SendError::Hyper(e.into_error()),
-        })
-    };
     let Some(upload) = upload else {
         return match tokio::time::timeout_at(sent_at + response_timeout, fut).await {
-            Ok(r) => map(r),
+            Ok(r) => sent_or_not(r),
             Err(_) => Err(SendError::Timeout(timeout_error(response_timeout))),
         };
     };
+    // Boxed: a streamed upload is the rarer case, and its state would
+    // otherwise make every request's future larger.
+    Box::pin(send_uploading(
+        fut,
+        sent_at,
+        response_timeout,
+        upstream,
+        upload,
+    ))
+    .await
+}
+
+/// [`send`] while a streamed request body is still uploading.
+async fn send_uploading(
+    fut: impl Future<Output = SendResult>,
+    sent_at: Instant,
+    response_timeout: std::time::Duration,
+    upstream: &Upstream,
+    upload: &Upload,
+) -> Result<Response<Incoming>, SendError> {
     tokio::pin!(fut);
     let deadline = |u: &Upload| match u.done_at() {
         Some(done) => done + response_timeout,
@@ -388,7 +400,7 @@ async fn send(
     };
     loop {
         tokio::select! {
-            r = &mut fut => return map(r),
+            r = &mut fut => return sent_or_not(r),
             _ = tokio::time::sleep_until(deadline(upload)) => {}
         }
         if deadline(upload) > Instant::now() {
@@ -413,6 +425,14 @@ async fn send(
         };
         return Err(SendError::Timeout(err));
     }
+}
+
+/// hyper's answer: the request back untouched if it was never sent.
+fn sent_or_not(r: SendResult) -> Result<Response<Incoming>, SendError> {
+    r.map_err(|mut e| match e.take_message() {
+        Some(req) => SendError::NotSent(Box::new(req)),
+        None => SendError::Hyper(e.into_error()),
+    })
 }
 
 fn timeout_error(d: std::time::Duration) -> GatewayError {

@@ -293,8 +293,12 @@ async fn forward(
             .flat_map(|v| v.split(','))
             .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
     // One header value for the id, shared (not copied) by request and response.
-    let id_header =
+    let mut id_header =
         HeaderValue::from_str(id.as_str()).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+    // Unique per request: HPACK sends it as a literal never indexed, rather
+    // than inserting it into (and evicting from) the dynamic tables of
+    // HTTP/2 clients and upstreams for nothing (RFC 7541 §6.2.3).
+    id_header.set_sensitive(true);
     prepare_request(rt, conn, &mut parts, &id_header);
     if upstream.pool.protocol != UpstreamProtocol::Http1 {
         if upgrade.is_some() {

@@ -3,9 +3,12 @@
 //! bounded, lock-free pool of idle keep-alive connections per server for
 //! HTTP/1.1, and one shared multiplexed connection per server for HTTP/2.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
@@ -445,14 +448,46 @@ impl PooledConn {
     }
 
     /// Sends a request; it is handed back untouched if the connection could
-    /// not take it.
-    pub(crate) async fn send(
+    /// not take it. Not an `async fn`: hyper's future already owns the
+    /// request, and a wrapper's state would hold a second copy of it in
+    /// every request's future.
+    pub(crate) fn send(
         &mut self,
         req: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, TrySendError<Request<UpstreamBody>>> {
+    ) -> Sending<impl Future<Output = SendResult>, impl Future<Output = SendResult>> {
         match &mut self.tx {
-            Sender::H1(tx) => tx.try_send_request(req).await,
-            Sender::H2(tx) => tx.try_send_request(req).await,
+            Sender::H1(tx) => Sending::H1 {
+                fut: tx.try_send_request(req),
+            },
+            Sender::H2(tx) => Sending::H2 {
+                fut: tx.try_send_request(req),
+            },
+        }
+    }
+}
+
+pub(crate) type SendResult = Result<Response<Incoming>, TrySendError<Request<UpstreamBody>>>;
+
+pin_project_lite::pin_project! {
+    /// The response of [`PooledConn::send`], from either kind of connection.
+    #[project = SendingProj]
+    pub(crate) enum Sending<A, B> {
+        H1 { #[pin] fut: A },
+        H2 { #[pin] fut: B },
+    }
+}
+
+impl<A, B> Future for Sending<A, B>
+where
+    A: Future<Output = SendResult>,
+    B: Future<Output = SendResult>,
+{
+    type Output = SendResult;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<SendResult> {
+        match self.project() {
+            SendingProj::H1 { fut } => fut.poll(cx),
+            SendingProj::H2 { fut } => fut.poll(cx),
         }
     }
 }

@@ -42,7 +42,7 @@ NGINX
 cat > "$W/haproxy.cfg" <<HAP
 global
   nbthread 1
-  maxconn 10000
+  maxconn 4096
 defaults
   mode http
   timeout connect 5s

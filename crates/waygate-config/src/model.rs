@@ -22,6 +22,10 @@ pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 pub const DEFAULT_POOL_MAX_IDLE: usize = 256;
 /// Default for `max_response_header_size` (hyper's own floor is 8 KiB).
 pub const DEFAULT_MAX_RESPONSE_HEADER_SIZE: usize = 64 * 1024;
+/// Default for `max_response_headers`: hyper's own default (HAProxy's
+/// `tune.http.maxhdr` is 101). A larger limit makes hyper allocate its
+/// parse arrays per response instead of keeping them on the stack.
+pub const DEFAULT_MAX_RESPONSE_HEADERS: usize = 100;
 /// Default for `head_hold`.
 pub const DEFAULT_HEAD_HOLD: Duration = Duration::from_millis(50);
 /// Default for `client_header_timeout`.
@@ -247,6 +251,7 @@ pub struct UpstreamConfig {
     pub pool_idle_timeout: Duration,
     pub pool_max_idle: usize,
     pub max_response_header_size: usize,
+    pub max_response_headers: usize,
     pub head_hold: Duration,
     pub protocol: UpstreamProtocol,
     /// Present: connections to the servers use TLS.

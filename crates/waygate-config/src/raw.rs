@@ -207,6 +207,8 @@ pub struct RawUpstream {
     pub pool_max_idle: Option<usize>,
     /// Largest response head accepted, in bytes.
     pub max_response_header_size: Option<Spanned<usize>>,
+    /// Most header fields accepted in a response head.
+    pub max_response_headers: Option<Spanned<usize>>,
     /// How long to wait for the first body bytes before committing the
     /// response head, so a body broken from its first byte becomes a 502.
     pub head_hold: Option<Duration>,

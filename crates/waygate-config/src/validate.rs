@@ -431,6 +431,21 @@ impl Ctx<'_> {
                     DEFAULT_MAX_RESPONSE_HEADER_SIZE
                 }
             };
+            let max_response_headers = match &u.max_response_headers {
+                None => DEFAULT_MAX_RESPONSE_HEADERS,
+                Some(v) if (1..=1000).contains(v.get_ref()) => *v.get_ref(),
+                Some(v) => {
+                    self.error(
+                        v.span(),
+                        format!(
+                            "max_response_headers = {} is out of range; expected 1 to 1000",
+                            v.get_ref()
+                        ),
+                        None,
+                    );
+                    DEFAULT_MAX_RESPONSE_HEADERS
+                }
+            };
             let balance = self.balance(u);
             let health_check = u.health_check.as_ref().and_then(|h| self.health_check(h));
             let outlier = self.outlier(u.outlier_detection.as_ref());
@@ -469,6 +484,7 @@ impl Ctx<'_> {
                     .map_or(DEFAULT_POOL_IDLE_TIMEOUT, |d| d.0),
                 pool_max_idle: u.pool_max_idle.unwrap_or(DEFAULT_POOL_MAX_IDLE),
                 max_response_header_size,
+                max_response_headers,
                 head_hold: u.head_hold.map_or(DEFAULT_HEAD_HOLD, |d| d.0),
                 protocol,
                 tls,

@@ -328,7 +328,7 @@ impl Cause {
                 "The server behind this service answered with something that is not valid HTTP."
             }
             Cause::ResponseHeadersTooLarge => {
-                "The server behind this service answered with headers larger than the gateway accepts."
+                "The server behind this service answered with headers larger than the gateway accepts, or with more header fields."
             }
             Cause::ResponseFramingConflict => {
                 "The server behind this service answered with contradictory length information, which is unsafe to pass on."
@@ -423,8 +423,8 @@ impl Cause {
                 "Check the application's HTTP server for bugs in hand-written responses.",
             ],
             Cause::ResponseHeadersTooLarge => &[
-                "Look for huge cookies or headers set by the application.",
-                "Raise the upstream's `max_response_header_size` if they are legitimate.",
+                "Look for huge cookies or headers set by the application, or many `Set-Cookie` fields.",
+                "Raise the upstream's `max_response_header_size` (bytes) or `max_response_headers` (fields, 100 by default) if they are legitimate.",
             ],
             Cause::ResponseFramingConflict => &[
                 "The application sends both Content-Length and Transfer-Encoding: fix it to send one.",

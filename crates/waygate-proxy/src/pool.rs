@@ -37,6 +37,10 @@ const READY_WAIT: Duration = Duration::from_secs(1);
 /// holds ~430 KB (BENCHMARKS.md, "Large bodies").
 const READ_BUF_MAX: usize = 128 * 1024;
 
+/// hyper's limit on header fields when none is set (it keeps its parse
+/// arrays on the stack for it).
+pub(crate) const HYPER_MAX_HEADERS: usize = 100;
+
 /// A pooled connection is closed this long before the server's own
 /// announced keep-alive timeout.
 const KEEPALIVE_MARGIN: Duration = Duration::from_millis(500);
@@ -48,6 +52,7 @@ pub(crate) struct PoolSettings {
     pub(crate) max_idle: usize,
     pub(crate) idle_timeout: Duration,
     pub(crate) max_header_size: usize,
+    pub(crate) max_headers: usize,
     pub(crate) protocol: UpstreamProtocol,
     /// Present: connections use TLS; an error if its configuration could
     /// not be built (every connect then fails with it).
@@ -351,13 +356,19 @@ impl Server {
                 server_keepalive: None,
             });
         }
-        let (tx, conn) = http1::Builder::new()
-            // Reads grow adaptively up to this size while a body streams
-            // (bigger reads: fewer syscalls for large responses); the head
-            // is bounded separately by max_header_size.
+        let mut builder = http1::Builder::new();
+        // Reads grow adaptively up to this size while a body streams
+        // (bigger reads: fewer syscalls for large responses); the head
+        // is bounded separately by max_header_size.
+        builder
             .max_buf_size(READ_BUF_MAX.max(max_header_size))
-            .max_header_size(max_header_size)
-            .max_headers(500)
+            .max_header_size(max_header_size);
+        if self.settings.max_headers != HYPER_MAX_HEADERS {
+            // Any explicit count, even hyper's own, makes it fill (and over
+            // 100, allocate) its parse arrays for every response.
+            builder.max_headers(self.settings.max_headers);
+        }
+        let (tx, conn) = builder
             .handshake(TokioIo::new(stream))
             .await
             .map_err(failed)?;

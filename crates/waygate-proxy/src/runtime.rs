@@ -434,6 +434,7 @@ impl Upstream {
             o.pool_max_idle == u.pool_max_idle
                 && o.pool_idle_timeout == u.pool_idle_timeout
                 && o.max_response_header_size == u.max_response_header_size
+                && o.max_response_headers == u.max_response_headers
                 && o.limits == u.limits
                 && o.protocol == u.protocol
                 && o.tls == u.tls
@@ -444,6 +445,7 @@ impl Upstream {
                 max_idle: u.pool_max_idle,
                 idle_timeout: u.pool_idle_timeout,
                 max_header_size: u.max_response_header_size,
+                max_headers: u.max_response_headers,
                 protocol: u.protocol,
                 tls: u.tls.as_ref().map(|t| {
                     waygate_upstream::TlsConnect::new(t, u.protocol).inspect_err(|e| {

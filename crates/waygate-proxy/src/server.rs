@@ -623,10 +623,13 @@ async fn serve_until_parked<S: ClientStream>(
         .keep_alive(true)
         // Over these hyper answers 431 itself.
         .max_header_size(l.max_header_size)
-        .max_headers(l.max_headers)
         // Bounds what is queued for a slow reader (hyper's default is
         // ~400 KiB per connection); the kernel's send buffer holds more.
         .max_buf_size(CLIENT_BUF_MAX.max(l.max_header_size));
+    if l.max_headers != crate::pool::HYPER_MAX_HEADERS {
+        // As for upstream responses: setting it costs per request.
+        builder.max_headers(l.max_headers);
+    }
     let conn = builder
         .serve_connection(TokioIo::new(io), svc.clone())
         .with_upgrades();

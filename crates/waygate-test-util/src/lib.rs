@@ -40,6 +40,8 @@ pub enum Behavior {
     SlowBody(Duration),
     /// A response head of about this many bytes.
     OversizeHeaders(usize),
+    /// `200` with `ok` and this many small header fields.
+    ManyHeaders(usize),
     /// Both `Content-Length` and `Transfer-Encoding: chunked`.
     ContentLengthAndChunked,
     /// `Transfer-Encoding: chunked` with an invalid chunk size.
@@ -353,6 +355,15 @@ async fn respond(stream: &mut TcpStream, behavior: &Behavior, req: &Seen) -> io:
             head.push_str("\r\nok");
             let _ = stream.write_all(head.as_bytes()).await;
             return Ok(false);
+        }
+        Behavior::ManyHeaders(n) => {
+            let mut head = String::from("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n");
+            for i in 2..*n {
+                head.push_str(&format!("x-h-{i}: {i}\r\n"));
+            }
+            head.push_str("\r\nok");
+            stream.write_all(head.as_bytes()).await?;
+            return Ok(true);
         }
         Behavior::ContentLengthAndChunked => {
             stream

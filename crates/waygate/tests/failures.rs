@@ -190,6 +190,27 @@ async fn oversize_headers_are_502_header_section_size() {
 }
 
 #[tokio::test]
+async fn too_many_response_headers_are_502_unless_allowed() {
+    // 150 fields: over the default max_response_headers (100).
+    let up = Upstream::start(Behavior::ManyHeaders(150)).await.unwrap();
+    let e = Expect {
+        status: 502,
+        proxy_status: "http_response_header_section_size",
+        cause: "response_headers_too_large",
+    };
+    assert_cause(&[up.addr], "", e).await;
+    // Allowed: passed on whole.
+    let gw = TestGateway::start(
+        &(upstream("app", &[up.addr], "max_response_headers = 200") + &route("/", "app")),
+    )
+    .await;
+    let r = get(gw.addr, "/", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "ok");
+    assert_eq!(r.header("x-h-149"), Some("149"));
+}
+
+#[tokio::test]
 async fn content_length_with_chunked_is_502_protocol_error() {
     let up = Upstream::start(Behavior::ContentLengthAndChunked)
         .await

@@ -382,3 +382,24 @@ fn redirect_https_is_checked() {
     .expect("valid");
     assert_eq!(ok.config.listeners[0].redirect_https, Some(443));
 }
+
+#[test]
+fn max_response_headers_is_bounded_with_a_default() {
+    let c = parse(EXAMPLE, "t.toml", Path::new("."))
+        .expect("valid")
+        .config;
+    assert_eq!(c.upstreams[0].max_response_headers, 100);
+    let src = EXAMPLE.replace(
+        "connect_timeout = \"1s\"",
+        "connect_timeout = \"1s\"\nmax_response_headers = 250",
+    );
+    let c = parse(&src, "t.toml", Path::new(".")).expect("valid").config;
+    assert_eq!(c.upstreams[0].max_response_headers, 250);
+    let e = one_error(&src.replace("max_response_headers = 250", "max_response_headers = 0"));
+    assert!(
+        e.message
+            .contains("max_response_headers = 0 is out of range; expected 1 to 1000"),
+        "{}",
+        e.message
+    );
+}

@@ -671,6 +671,10 @@ fn client_ip(conn: &ConnInfo, req: &Request<Incoming>) -> String {
 /// Rewrites the client's request for the upstream: origin-form target,
 /// HTTP/1.1, hop-by-hop headers removed, forwarding headers and request id.
 fn prepare_request(rt: &Runtime, conn: &ConnInfo, parts: &mut Parts, id: &HeaderValue) {
+    // Room for what is added below (Host, the three X-Forwarded-*, Via,
+    // X-Request-Id): one growth of the map at most, not one per insert
+    // (a map decoded from HTTP/2 is sized to its fields exactly).
+    parts.headers.reserve(6);
     // With an absolute-form target, its authority is the host (RFC 9112
     // §3.2.2), as it was for routing: the upstream must see the same.
     if let Some(auth) = parts.uri.authority() {
@@ -691,9 +695,16 @@ fn prepare_request(rt: &Runtime, conn: &ConnInfo, parts: &mut Parts, id: &Header
         conn.tls,
     );
     parts.headers.insert(X_REQUEST_ID.clone(), id.clone());
-    let origin_form = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
-        parts.uri = Uri::try_from(origin_form).unwrap_or_else(|_| Uri::from_static("/"));
+        // The origin form: the path and query kept as they are, not parsed
+        // again (every HTTP/2 request has an authority).
+        let mut uri = std::mem::take(&mut parts.uri).into_parts();
+        uri.scheme = None;
+        uri.authority = None;
+        if uri.path_and_query.is_none() {
+            uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+        }
+        parts.uri = Uri::from_parts(uri).unwrap_or_else(|_| Uri::from_static("/"));
     }
     parts.version = Version::HTTP_11;
 }

@@ -5,6 +5,7 @@ mod admin_client;
 mod check;
 mod demo;
 mod logging;
+mod purge;
 mod reload;
 mod run;
 mod upgrade;
@@ -135,6 +136,7 @@ fn main() -> ExitCode {
             upgrade,
         } => {
             logging::init(cli.log_format, cli.log_level.as_deref());
+            purge::spawn();
             run::run(&config, workers, upgrade)
         }
         Command::Upgrade { config } => upgrade::upgrade(&config),
@@ -142,6 +144,7 @@ fn main() -> ExitCode {
         Command::Reload { admin } => reload::reload(admin.into()),
         Command::Demo { listen } => {
             logging::init(cli.log_format, cli.log_level.as_deref());
+            purge::spawn();
             demo::demo(listen)
         }
     }

@@ -8,6 +8,8 @@
 # Needs valgrind, nginx (the origin) and h2load (nghttp2-client). Loopback only.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
+# shellcheck source=bench/common.sh
+. "$root/bench/common.sh"
 BIN="${BIN:-$root/target/release/waygate}"
 N="${N:-10000}"
 W="$(mktemp -d /tmp/waygate-callgrind.XXXXXX)"
@@ -23,21 +25,7 @@ http { access_log off; keepalive_requests 1000000; keepalive_timeout 300s;
   uwsgi_temp_path $W/tmp/uwsgi; scgi_temp_path $W/tmp/scgi;
   server { listen 127.0.0.1:9101; listen 127.0.0.1:9102; location / { return 200 "hello\n"; } } }
 NGINX
-cat > "$W/waygate.toml" <<TOML
-[[listener]]
-name = "bench"
-listen = "127.0.0.1:8190"
-
-[access_log]
-target = "off"
-
-[[route]]
-upstream = "origin"
-
-[upstream.origin]
-servers = ["127.0.0.1:9101", "127.0.0.1:9102"]
-balance = "round_robin"
-TOML
+write_waygate_config "$W/waygate.toml" 127.0.0.1:8190 127.0.0.1:9101 127.0.0.1:9102
 nginx -c "$W/origin.conf" & pids+=($!)
 valgrind --tool=callgrind --compress-strings=no --callgrind-out-file="$W/callgrind.out" \
   "$BIN" --log-level warn run --config "$W/waygate.toml" --workers 1 >"$W/valgrind.log" 2>&1 &

@@ -10,6 +10,8 @@
 # started here is stopped on exit.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
+# shellcheck source=bench/common.sh
+. "$root/bench/common.sh"
 BIN="${BIN:-$root/target/release/waygate}"
 ROUNDS="${ROUNDS:-3}"
 N="${N:-200000}"
@@ -57,21 +59,7 @@ backend b
   server s1 127.0.0.1:9301
   server s2 127.0.0.1:9302
 HAP
-cat > "$W/waygate.toml" <<TOML
-[[listener]]
-name = "bench"
-listen = "127.0.0.1:9312"
-
-[access_log]
-target = "off"
-
-[[route]]
-upstream = "origin"
-
-[upstream.origin]
-servers = ["127.0.0.1:9301", "127.0.0.1:9302"]
-balance = "round_robin"
-TOML
+write_waygate_config "$W/waygate.toml" 127.0.0.1:9312 127.0.0.1:9301 127.0.0.1:9302
 taskset -c 1 nginx -c "$W/origin.conf" & pids+=($!)
 if [ "$H2" = 1 ]; then
   peer=haproxy

@@ -137,6 +137,36 @@ impl Ctx<'_> {
         }
     }
 
+    /// A count or size that must lie in `range`; `unit` (e.g. `" bytes"`)
+    /// follows the range in the error. Out of range: an error, and the
+    /// default so validation goes on.
+    fn in_range(
+        &mut self,
+        v: &Option<Spanned<usize>>,
+        key: &str,
+        range: std::ops::RangeInclusive<usize>,
+        unit: &str,
+        default: usize,
+    ) -> usize {
+        match v {
+            None => default,
+            Some(n) if range.contains(n.get_ref()) => *n.get_ref(),
+            Some(n) => {
+                self.error(
+                    n.span(),
+                    format!(
+                        "{key} = {} is out of range; expected {} to {}{unit}",
+                        n.get_ref(),
+                        range.start(),
+                        range.end()
+                    ),
+                    None,
+                );
+                default
+            }
+        }
+    }
+
     fn socket_addr(&mut self, what: &str, s: &Spanned<String>) -> Option<SocketAddr> {
         match s.get_ref().parse::<SocketAddr>() {
             Ok(addr) => Some(addr),
@@ -164,21 +194,13 @@ impl Ctx<'_> {
             );
             return None;
         }
-        let error_ring = match &raw.error_ring {
-            None => DEFAULT_ERROR_RING,
-            Some(n) if (1..=1_000_000).contains(n.get_ref()) => *n.get_ref(),
-            Some(n) => {
-                self.error(
-                    n.span(),
-                    format!(
-                        "error_ring = {} is out of range; expected 1 to 1000000",
-                        n.get_ref()
-                    ),
-                    None,
-                );
-                DEFAULT_ERROR_RING
-            }
-        };
+        let error_ring = self.in_range(
+            &raw.error_ring,
+            "error_ring",
+            1..=1_000_000,
+            "",
+            DEFAULT_ERROR_RING,
+        );
         Some(AdminConfig {
             listen,
             token: raw.token,
@@ -291,33 +313,45 @@ impl Ctx<'_> {
                 keepalive_timeout: l
                     .keepalive_timeout
                     .map_or(DEFAULT_KEEPALIVE_TIMEOUT, |d| d.0),
-                max_header_size: match &l.max_header_size {
-                    None => DEFAULT_MAX_HEADER_SIZE,
-                    Some(n) if (1024..=1 << 20).contains(n.get_ref()) => *n.get_ref(),
-                    Some(n) => {
-                        self.error(n.span(), format!("max_header_size = {} is out of range; expected 1024 to 1048576 bytes", n.get_ref()), None);
-                        DEFAULT_MAX_HEADER_SIZE
-                    }
-                },
-                max_headers: match &l.max_headers {
-                    None => DEFAULT_MAX_HEADERS,
-                    Some(n) if (1..=1000).contains(n.get_ref()) => *n.get_ref(),
-                    Some(n) => {
-                        self.error(n.span(), format!("max_headers = {} is out of range; expected 1 to 1000", n.get_ref()), None);
-                        DEFAULT_MAX_HEADERS
-                    }
-                },
+                max_header_size: self.in_range(
+                    &l.max_header_size,
+                    "max_header_size",
+                    1024..=1 << 20,
+                    " bytes",
+                    DEFAULT_MAX_HEADER_SIZE,
+                ),
+                max_headers: self.in_range(
+                    &l.max_headers,
+                    "max_headers",
+                    1..=1000,
+                    "",
+                    DEFAULT_MAX_HEADERS,
+                ),
                 max_request_body_size: l.max_request_body_size.as_ref().map(|n| *n.get_ref()),
-                max_connections: self.at_least_one(&l.max_connections, "max_connections").unwrap_or(DEFAULT_MAX_CONNECTIONS),
-                max_connections_per_ip: self.at_least_one(&l.max_connections_per_ip, "max_connections_per_ip"),
+                max_connections: self
+                    .at_least_one(&l.max_connections, "max_connections")
+                    .unwrap_or(DEFAULT_MAX_CONNECTIONS),
+                max_connections_per_ip: self
+                    .at_least_one(&l.max_connections_per_ip, "max_connections_per_ip"),
                 max_requests_per_connection: self
-                    .at_least_one(&l.max_requests_per_connection, "max_requests_per_connection")
+                    .at_least_one(
+                        &l.max_requests_per_connection,
+                        "max_requests_per_connection",
+                    )
                     .unwrap_or(DEFAULT_MAX_REQUESTS_PER_CONNECTION),
                 tls: self.tls(&l.tls, base),
                 redirect_https: self.redirect_https(l),
                 http2: l.http2.unwrap_or(true),
-                http2_stream_window: self.window(&l.http2_stream_window, "http2_stream_window", 1 << 20),
-                http2_connection_window: self.window(&l.http2_connection_window, "http2_connection_window", 2 << 20),
+                http2_stream_window: self.window(
+                    &l.http2_stream_window,
+                    "http2_stream_window",
+                    1 << 20,
+                ),
+                http2_connection_window: self.window(
+                    &l.http2_connection_window,
+                    "http2_connection_window",
+                    2 << 20,
+                ),
                 max_concurrent_streams: self
                     .at_least_one(&l.max_concurrent_streams, "max_concurrent_streams")
                     .unwrap_or(100),
@@ -419,33 +453,20 @@ impl Ctx<'_> {
                 DEFAULT_BODY_IDLE_TIMEOUT,
             );
             self.timeouts_make_sense(name, u, connect_timeout, response_timeout);
-            let max_response_header_size = match &u.max_response_header_size {
-                None => DEFAULT_MAX_RESPONSE_HEADER_SIZE,
-                Some(v) if (8192..=1 << 24).contains(v.get_ref()) => *v.get_ref(),
-                Some(v) => {
-                    self.error(
-                        v.span(),
-                        format!("max_response_header_size = {} is out of range; expected 8192 to 16777216 bytes", v.get_ref()),
-                        None,
-                    );
-                    DEFAULT_MAX_RESPONSE_HEADER_SIZE
-                }
-            };
-            let max_response_headers = match &u.max_response_headers {
-                None => DEFAULT_MAX_RESPONSE_HEADERS,
-                Some(v) if (1..=1000).contains(v.get_ref()) => *v.get_ref(),
-                Some(v) => {
-                    self.error(
-                        v.span(),
-                        format!(
-                            "max_response_headers = {} is out of range; expected 1 to 1000",
-                            v.get_ref()
-                        ),
-                        None,
-                    );
-                    DEFAULT_MAX_RESPONSE_HEADERS
-                }
-            };
+            let max_response_header_size = self.in_range(
+                &u.max_response_header_size,
+                "max_response_header_size",
+                8192..=1 << 24,
+                " bytes",
+                DEFAULT_MAX_RESPONSE_HEADER_SIZE,
+            );
+            let max_response_headers = self.in_range(
+                &u.max_response_headers,
+                "max_response_headers",
+                1..=1000,
+                "",
+                DEFAULT_MAX_RESPONSE_HEADERS,
+            );
             let balance = self.balance(u);
             let health_check = u.health_check.as_ref().and_then(|h| self.health_check(h));
             let outlier = self.outlier(u.outlier_detection.as_ref());

@@ -49,6 +49,66 @@ async fn oversize_request_head_is_431() {
     );
 }
 
+/// A request head with `n` header fields (host and connection included).
+fn head_with_fields(n: usize) -> Vec<u8> {
+    let mut head = String::from("GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n");
+    for i in 2..n {
+        head.push_str(&format!("x-f-{i}: {i}\r\n"));
+    }
+    head.push_str("\r\n");
+    head.into_bytes()
+}
+
+#[tokio::test]
+async fn too_many_request_headers_are_431_at_the_default_and_the_configured_limit() {
+    // The default, 100 (hyper's own, not passed to it).
+    let (gw, sink) = gateway("").await;
+    assert_eq!(
+        common::send_raw(gw.addr, &head_with_fields(100))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        common::send_raw(gw.addr, &head_with_fields(101))
+            .await
+            .status,
+        431
+    );
+    assert_eq!(
+        sink.seen().len(),
+        1,
+        "the refused request never reached the upstream"
+    );
+    // A configured limit, above and below the default.
+    let (gw, _sink) = gateway("max_headers = 150\n").await;
+    assert_eq!(
+        common::send_raw(gw.addr, &head_with_fields(150))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        common::send_raw(gw.addr, &head_with_fields(151))
+            .await
+            .status,
+        431
+    );
+    let (gw, _sink) = gateway("max_headers = 20\n").await;
+    assert_eq!(
+        common::send_raw(gw.addr, &head_with_fields(20))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        common::send_raw(gw.addr, &head_with_fields(21))
+            .await
+            .status,
+        431
+    );
+}
+
 #[tokio::test]
 async fn oversize_body_is_413_up_front_and_while_streaming() {
     let (gw, sink) = gateway("max_request_body_size = 100000\n").await;

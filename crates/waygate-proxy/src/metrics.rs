@@ -79,6 +79,24 @@ impl Drop for TunnelCount {
     }
 }
 
+/// One unit of a gauge (open upstream connections, parked client
+/// connections), held until dropped.
+#[derive(Debug)]
+pub(crate) struct Gauged(Arc<AtomicI64>);
+
+impl Gauged {
+    pub(crate) fn new(gauge: Arc<AtomicI64>) -> Self {
+        gauge.fetch_add(1, Ordering::Relaxed);
+        Self(gauge)
+    }
+}
+
+impl Drop for Gauged {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 #[derive(Debug)]
 struct Histogram {
     buckets: [AtomicU64; BUCKETS.len() + 1],

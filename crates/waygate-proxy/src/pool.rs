@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -27,6 +27,7 @@ use waygate_resilience::ConnPermit;
 
 use crate::body::UpstreamBody;
 use crate::classify;
+use crate::metrics::Gauged;
 
 /// How long a returned connection may take to become ready for its next
 /// request before it is given up.
@@ -103,6 +104,13 @@ struct Idle {
     expires: Instant,
 }
 
+impl Idle {
+    /// Closed by the server, or idle past its time: not to be used.
+    fn expired(&self, now: Instant) -> bool {
+        self.tx.is_closed() || now >= self.expires
+    }
+}
+
 #[derive(Debug)]
 struct H2Conn {
     tx: http2::SendRequest<UpstreamBody>,
@@ -167,7 +175,7 @@ impl Server {
         }
         let now = Instant::now();
         while let Some(idle) = self.idle.pop() {
-            if idle.tx.is_closed() || now >= idle.expires {
+            if idle.expired(now) {
                 idle.task.abort();
                 continue;
             }
@@ -201,7 +209,7 @@ impl Server {
             let Some(idle) = self.idle.pop() else {
                 break;
             };
-            if idle.tx.is_closed() || now >= idle.expires {
+            if idle.expired(now) {
                 idle.task.abort();
                 continue;
             }
@@ -274,7 +282,9 @@ impl Server {
             }
         };
         let _ = stream.set_nodelay(true);
-        let guard = (permit, ConnCount::new(self.conn_count.clone()));
+        // The connection counts in the upstream's gauge until its task ends
+        // or is aborted.
+        let guard = (permit, Gauged::new(self.conn_count.clone()));
         match &self.settings.tls {
             None => self.handshake(stream, guard).await,
             Some(Err(e)) => Err(GatewayError::new(
@@ -321,7 +331,7 @@ impl Server {
     async fn handshake<S>(
         self: &Arc<Self>,
         stream: S,
-        guard: (ConnPermit, ConnCount),
+        guard: (ConnPermit, Gauged),
     ) -> Result<PooledConn, GatewayError>
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -500,23 +510,6 @@ where
             SendingProj::H1 { fut } => fut.poll(cx),
             SendingProj::H2 { fut } => fut.poll(cx),
         }
-    }
-}
-
-/// Counts an open upstream connection in its upstream's gauge; the count
-/// drops when the connection's task ends or is aborted.
-struct ConnCount(Arc<AtomicI64>);
-
-impl ConnCount {
-    fn new(c: Arc<AtomicI64>) -> Self {
-        c.fetch_add(1, Ordering::Relaxed);
-        Self(c)
-    }
-}
-
-impl Drop for ConnCount {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

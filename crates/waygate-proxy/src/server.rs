@@ -24,6 +24,7 @@ use tracing::{debug, info, warn};
 use crate::body::{ConnShared, Finish, ProxyBody};
 use crate::client_io::{ClientIo, ClientStream, ParkSlot};
 use crate::forward;
+use crate::metrics::Gauged;
 use crate::runtime::{Gateway, ListenerCounters, Runtime, Shared};
 
 /// Listeners bound and ready to serve, in config order.
@@ -563,7 +564,8 @@ async fn serve_http1<S: ClientStream>(
         let Some((parked, keepalive_deadline)) = parked else {
             return Ok(()); // closed
         };
-        let counted = Parked::count(&gauge);
+        // Counted in waygate_client_connections_parked while parked.
+        let counted = Gauged::new(gauge.clone());
         let woke = drain
             .until(keepalive_deadline, |cx| parked.poll_read_ready(cx))
             .await;
@@ -578,23 +580,6 @@ async fn serve_http1<S: ClientStream>(
             None => return Ok(()),
         }
         stream = parked;
-    }
-}
-
-/// Counts a parked connection in `waygate_client_connections_parked`
-/// until dropped.
-struct Parked<'a>(&'a std::sync::atomic::AtomicI64);
-
-impl<'a> Parked<'a> {
-    fn count(gauge: &'a std::sync::atomic::AtomicI64) -> Self {
-        gauge.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Self(gauge)
-    }
-}
-
-impl Drop for Parked<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -8,7 +8,8 @@
 # WAYGATE_FEATURES=1 turns on the access log (to a file), active health
 # checks, a rate-limit policy on the route (per client IP, never reached)
 # and the admin listener (metrics are always counted), to measure what they
-# cost.
+# cost. WAYGATE_BIN picks another build (bench/pgo.sh makes
+# target/pgo/release/waygate).
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 log_target="off"
@@ -39,4 +40,4 @@ servers = ["$BENCH_UPSTREAM1", "$BENCH_UPSTREAM2"]
 balance = "round_robin"
 $health
 TOML
-exec "$here/target/release/waygate" --log-level warn run --config "$BENCH_WORK/waygate.toml" --workers "${WAYGATE_WORKERS:-1}"
+exec "${WAYGATE_BIN:-$here/target/release/waygate}" --log-level warn run --config "$BENCH_WORK/waygate.toml" --workers "${WAYGATE_WORKERS:-1}"

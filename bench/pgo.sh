@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# A profile-guided (PGO) release build of waygate: builds an instrumented
+# binary, runs it under representative proxy traffic on loopback (HTTP/1.1
+# keep-alive, h2c, and a configuration with the access log, health checks,
+# a rate limit and the admin listener on), merges the profile and rebuilds
+# with it. The result is target/pgo/release/waygate; the usual
+# target/release/waygate is untouched.
+#   bench/pgo.sh                # build (about 10 minutes on 2 cores)
+#   N=100000 bench/pgo.sh       # requests per training load (default 200000)
+# Needs rustup's llvm-tools (installed if missing), nginx (the origin) and
+# h2load (nghttp2-client).
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+# shellcheck source=bench/common.sh
+. "$root/bench/common.sh"
+N="${N:-200000}"
+gen_dir="$root/target/pgo-gen"
+use_dir="$root/target/pgo"
+data="$root/target/pgo-data"
+sysroot="$(rustc --print sysroot)"
+profdata() { find "$sysroot/lib/rustlib" -name llvm-profdata -type f | head -1; }
+if [[ -z "$(profdata)" ]]; then
+  rustup component add llvm-tools-preview
+fi
+PROFDATA="$(profdata)"
+[[ -x "$PROFDATA" ]] || { echo "bench/pgo.sh: llvm-profdata not found under $sysroot" >&2; exit 2; }
+
+rm -rf "$data" && mkdir -p "$data"
+env -u OUT_DIR RUSTFLAGS="-Cprofile-generate=$data" CARGO_TARGET_DIR="$gen_dir" \
+  cargo build --release --manifest-path "$root/Cargo.toml" -p waygate
+# Build scripts and proc macros were instrumented too and have written
+# their own profiles: only the gateway's count.
+rm -f "$data"/*.profraw
+
+W="$(mktemp -d /tmp/waygate-pgo.XXXXXX)"
+mkdir -p "$W/tmp"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+cat > "$W/origin.conf" <<NGINX
+worker_processes 1; daemon off; pid $W/origin.pid; error_log $W/error.log;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000; keepalive_timeout 300s;
+  client_body_temp_path $W/tmp/body; proxy_temp_path $W/tmp/proxy; fastcgi_temp_path $W/tmp/fcgi;
+  uwsgi_temp_path $W/tmp/uwsgi; scgi_temp_path $W/tmp/scgi;
+  server { listen 127.0.0.1:9101; listen 127.0.0.1:9102; location / { return 200 "hello\n"; } } }
+NGINX
+nginx -c "$W/origin.conf" & pids+=($!)
+
+# train CONFIG LOAD...: one instrumented run; it writes its profile when it
+# exits after SIGTERM.
+train() {
+  local config="$1"; shift
+  "$gen_dir/release/waygate" --log-level warn run --config "$config" --workers 1 \
+    >"$W/waygate.log" 2>&1 &
+  local gw=$!
+  for _ in $(seq 300); do curl -sf http://127.0.0.1:8190/ >/dev/null 2>&1 && break; sleep 0.1; done
+  for load in "$@"; do
+    # shellcheck disable=SC2086 # a list of h2load arguments
+    h2load $load -n "$N" http://127.0.0.1:8190/ | grep -E "^requests:"
+  done
+  kill -TERM "$gw"
+  wait "$gw" || true
+}
+write_waygate_config "$W/bare.toml" 127.0.0.1:8190 127.0.0.1:9101 127.0.0.1:9102
+train "$W/bare.toml" "--h1 -c 64" "--h1 -c 256" "-c 64 -m 10"
+write_waygate_config "$W/features.toml" 127.0.0.1:8190 127.0.0.1:9101 127.0.0.1:9102
+sed -i "s|^target = \"off\"|target = \"$W/access.log\"|" "$W/features.toml"
+sed -i 's|^upstream = "origin"|upstream = "origin"\nrate_limit = "per_client"|' "$W/features.toml"
+cat >> "$W/features.toml" <<TOML
+
+[upstream.origin.health_check]
+interval = "1s"
+
+[rate_limit.per_client]
+rate = 10000000
+per = "1s"
+burst = 10000000
+key = "client_ip"
+
+[admin]
+listen = "127.0.0.1:8191"
+TOML
+train "$W/features.toml" "--h1 -c 64" "-c 64 -m 10"
+
+"$PROFDATA" merge -o "$data/merged.profdata" "$data"/*.profraw
+# cargo does not notice that the profile changed: build every crate anew.
+rm -rf "$use_dir"
+env -u OUT_DIR RUSTFLAGS="-Cprofile-use=$data/merged.profdata" CARGO_TARGET_DIR="$use_dir" \
+  cargo build --release --manifest-path "$root/Cargo.toml" -p waygate
+echo "PGO build: $use_dir/release/waygate"

@@ -5,6 +5,8 @@
 #   bench/cpu-split.sh                 # HTTP/1.1, c=64: nginx vs waygate
 #   H2=1 bench/cpu-split.sh            # h2c, -c64 -m10: HAProxy vs waygate
 #   ROUNDS=5 N=300000 bench/cpu-split.sh
+#   BIN2=target/pgo/release/waygate bench/cpu-split.sh   # a second build,
+#                                      # interleaved in the same rounds
 # Each proxy runs alone on CPU 0, the load (h2load) and the origin (nginx,
 # one worker) on CPU 1, as in ../shared/bench. Loopback only; every process
 # started here is stopped on exit.
@@ -13,6 +15,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 # shellcheck source=bench/common.sh
 . "$root/bench/common.sh"
 BIN="${BIN:-$root/target/release/waygate}"
+BIN2="${BIN2:-}"
 ROUNDS="${ROUNDS:-3}"
 N="${N:-200000}"
 H2="${H2:-0}"
@@ -76,6 +79,13 @@ pids+=($peer_pid)
 taskset -c 0 "$BIN" --log-level warn run --config "$W/waygate.toml" --workers 1 >"$W/waygate.log" 2>&1 &
 wg=$!; pids+=($wg)
 for _ in $(seq 100); do curl -sf http://127.0.0.1:9312/ >/dev/null 2>&1 && break; sleep 0.1; done
+if [ -n "$BIN2" ]; then
+  write_waygate_config "$W/waygate2.toml" 127.0.0.1:9313 127.0.0.1:9301 127.0.0.1:9302
+  taskset -c 0 "$BIN2" --log-level warn run --config "$W/waygate2.toml" --workers 1 >"$W/waygate2.log" 2>&1 &
+  wg2=$!; pids+=($wg2)
+  for _ in $(seq 100); do curl -sf http://127.0.0.1:9313/ >/dev/null 2>&1 && break; sleep 0.1; done
+  taskset -c 1 h2load "${load[@]}" -n 20000 http://127.0.0.1:9313/ >/dev/null
+fi
 tck=$(getconf CLK_TCK)
 # One measurement: N requests through the proxy with pid $1 at url $2;
 # prints "req/s user_us sys_us" per request.
@@ -93,19 +103,29 @@ taskset -c 1 h2load "${load[@]}" -n 20000 http://127.0.0.1:9312/ >/dev/null
 for r in $(seq "$ROUNDS"); do
   echo "$peer $(measure "$peer_pid" "$peer_url")" >> "$W/results"
   echo "waygate $(measure "$wg" http://127.0.0.1:9312/)" >> "$W/results"
+  if [ -n "$BIN2" ]; then
+    echo "waygate2 $(measure "$wg2" http://127.0.0.1:9313/)" >> "$W/results"
+  fi
 done
 python3 - "$W/results" "$peer" <<'PY'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
 peer = sys.argv[2]
+targets = [peer, "waygate"] + (["waygate2"] if any(x[0] == "waygate2" for x in rows) else [])
 med = {}
-print(f"{'target':8} {'req/s':>8} {'user us/req':>12} {'sys us/req':>11} {'total':>7}  (medians of {len(rows)//2} rounds)")
-for t in (peer, "waygate"):
+print(f"{'target':8} {'req/s':>8} {'user us/req':>12} {'sys us/req':>11} {'total':>7}  (medians of {len(rows)//len(targets)} rounds)")
+for t in targets:
     r = [list(map(float, x[1:])) for x in rows if x[0] == t]
     m = [statistics.median(c) for c in zip(*r)]
     med[t] = m
     print(f"{t:8} {m[0]:8.0f} {m[1]:12.2f} {m[2]:11.2f} {m[1]+m[2]:7.2f}")
-p, w = med[peer], med["waygate"]
-print(f"waygate/{peer}: user {w[1]/p[1]:.2f}x, sys {w[2]/p[2]:.2f}x, total {(w[1]+w[2])/(p[1]+p[2]):.2f}x")
+def ratio(a, b):
+    w, p = med[a], med[b]
+    print(f"{a}/{b}: user {w[1]/p[1]:.2f}x, sys {w[2]/p[2]:.2f}x, total {(w[1]+w[2])/(p[1]+p[2]):.2f}x")
+ratio("waygate", peer)
+if "waygate2" in med:
+    ratio("waygate2", peer)
+    ratio("waygate2", "waygate")
 PY
+[ -n "$BIN2" ] && echo "# waygate: $BIN, waygate2: $BIN2"
 echo "# raw rounds: $W/results"

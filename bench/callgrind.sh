@@ -6,6 +6,8 @@
 #   BIN=/tmp/waygate-old bench/callgrind.sh # another build
 #   N=20000 bench/callgrind.sh
 #   LOAD="-c 64 -m 10" bench/callgrind.sh   # h2c, 640 streams in flight
+#   FEATURES=1 bench/callgrind.sh           # access log, health checks, rate
+#                                           # limit, admin on (waygate-cmd.sh)
 #   CACHE=1 bench/callgrind.sh              # also simulate the caches: data
 #                                           # misses per request, by function
 # Needs valgrind, nginx (the origin) and h2load (nghttp2-client). Loopback only.
@@ -33,6 +35,9 @@ http { access_log off; keepalive_requests 1000000; keepalive_timeout 300s;
   server { listen 127.0.0.1:9101; listen 127.0.0.1:9102; location / { return 200 "hello\n"; } } }
 NGINX
 write_waygate_config "$W/waygate.toml" 127.0.0.1:8190 127.0.0.1:9101 127.0.0.1:9102
+if [[ "${FEATURES:-0}" == 1 ]]; then
+  add_waygate_features "$W/waygate.toml" "$W/access.log" 127.0.0.1:8191
+fi
 nginx -c "$W/origin.conf" & pids+=($!)
 valgrind --tool=callgrind "${cache[@]}" --compress-strings=no --callgrind-out-file="$W/callgrind.out" \
   "$BIN" --log-level warn run --config "$W/waygate.toml" --workers 1 >"$W/valgrind.log" 2>&1 &

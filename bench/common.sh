@@ -20,3 +20,27 @@ servers = ["$3", "$4"]
 balance = "round_robin"
 TOML
 }
+
+# add_waygate_features FILE ACCESS_LOG ADMIN_LISTEN
+# Turns on, in a config written by write_waygate_config, what issue #4's
+# "features" measurement adds (like waygate-cmd.sh's WAYGATE_FEATURES=1):
+# the access log to a file, health checks every second, a rate-limit policy
+# per client IP on the route (never reached) and the admin listener.
+add_waygate_features() {
+  sed -i -e "s|^target = \"off\"|target = \"$2\"|" \
+    -e 's|^upstream = "origin"|upstream = "origin"\nrate_limit = "per_client"|' "$1"
+  cat >> "$1" <<TOML
+
+[upstream.origin.health_check]
+interval = "1s"
+
+[rate_limit.per_client]
+rate = 10000000
+per = "1s"
+burst = 10000000
+key = "client_ip"
+
+[admin]
+listen = "$3"
+TOML
+}

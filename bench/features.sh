@@ -6,6 +6,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out_base="${OUT_BASE:-$(mktemp -d /tmp/waygate-features.XXXXXX)}"
+mkdir -p "$out_base"
 for i in $(seq 1 "${RUNS_EACH:-2}"); do
   for f in 0 1; do
     out="$out_base/features-$f-$i"

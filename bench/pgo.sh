@@ -65,22 +65,7 @@ train() {
 write_waygate_config "$W/bare.toml" 127.0.0.1:8190 127.0.0.1:9101 127.0.0.1:9102
 train "$W/bare.toml" "--h1 -c 64" "--h1 -c 256" "-c 64 -m 10"
 write_waygate_config "$W/features.toml" 127.0.0.1:8190 127.0.0.1:9101 127.0.0.1:9102
-sed -i "s|^target = \"off\"|target = \"$W/access.log\"|" "$W/features.toml"
-sed -i 's|^upstream = "origin"|upstream = "origin"\nrate_limit = "per_client"|' "$W/features.toml"
-cat >> "$W/features.toml" <<TOML
-
-[upstream.origin.health_check]
-interval = "1s"
-
-[rate_limit.per_client]
-rate = 10000000
-per = "1s"
-burst = 10000000
-key = "client_ip"
-
-[admin]
-listen = "127.0.0.1:8191"
-TOML
+add_waygate_features "$W/features.toml" "$W/access.log" 127.0.0.1:8191
 train "$W/features.toml" "--h1 -c 64" "-c 64 -m 10"
 
 "$PROFDATA" merge -o "$data/merged.profdata" "$data"/*.profraw

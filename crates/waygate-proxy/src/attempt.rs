@@ -18,7 +18,7 @@ use waygate_core::{Cause, GatewayError};
 use waygate_telemetry::{AttemptOutcome, AttemptRecord};
 use waygate_upstream::Pick;
 
-use crate::body::{ms, Finish, Upload, UpstreamBody};
+use crate::body::{ms, Finish, FullBody, StreamBody, Upload, UpstreamBody};
 use crate::classify;
 use crate::pool::{PooledConn, SendResult, Server};
 use crate::runtime::Upstream;
@@ -144,11 +144,11 @@ impl RequestBody {
         let upload = Arc::new(upload);
         finish.upload = Some(upload.clone());
         Ok(RequestBody::Streamed {
-            inner: Some(UpstreamBody::Stream {
+            inner: Some(UpstreamBody::Stream(Box::new(StreamBody {
                 prefix,
                 body,
                 upload: upload.clone(),
-            }),
+            }))),
             upload,
         })
     }
@@ -164,7 +164,10 @@ impl RequestBody {
     fn take(&mut self) -> UpstreamBody {
         match self {
             RequestBody::Empty => UpstreamBody::Empty,
-            RequestBody::Buffered(b, t) => UpstreamBody::Full(Some(b.clone()), t.clone()),
+            RequestBody::Buffered(b, t) => UpstreamBody::Full(Box::new(FullBody {
+                data: Some(b.clone()),
+                trailers: t.clone(),
+            })),
             RequestBody::Streamed { inner, .. } => inner.take().unwrap_or(UpstreamBody::Empty),
         }
     }

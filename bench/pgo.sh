@@ -7,8 +7,8 @@
 # target/release/waygate is untouched.
 #   bench/pgo.sh                # build (about 10 minutes on 2 cores)
 #   N=100000 bench/pgo.sh       # requests per training load (default 200000)
-# Needs rustup's llvm-tools (installed if missing), nginx (the origin) and
-# h2load (nghttp2-client).
+# Needs rustup's llvm-tools (installed if missing), nginx (the origin),
+# h2load (nghttp2-client) and openssl (a throwaway certificate).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 # shellcheck source=bench/common.sh
@@ -56,8 +56,11 @@ train() {
   local gw=$!
   for _ in $(seq 300); do curl -sf http://127.0.0.1:8190/ >/dev/null 2>&1 && break; sleep 0.1; done
   for load in "$@"; do
-    # shellcheck disable=SC2086 # a list of h2load arguments
-    h2load $load -n "$N" http://127.0.0.1:8190/ | grep -E "^requests:"
+    # shellcheck disable=SC2086 # a list of h2load arguments (and a URL)
+    case "$load" in
+      *://*) h2load $load | grep -E "^requests:" ;;
+      *) h2load $load -n "$N" http://127.0.0.1:8190/ | grep -E "^requests:" ;;
+    esac
   done
   kill -TERM "$gw"
   wait "$gw" || true
@@ -67,6 +70,37 @@ train "$W/bare.toml" "--h1 -c 64" "--h1 -c 256" "-c 64 -m 10"
 write_waygate_config "$W/features.toml" 127.0.0.1:8190 127.0.0.1:9101 127.0.0.1:9102
 add_waygate_features "$W/features.toml" "$W/access.log" 127.0.0.1:8191
 train "$W/features.toml" "--h1 -c 64" "-c 64 -m 10"
+
+# TLS (HTTP/1.1, and h2 chosen by ALPN), a handshake per request, and the
+# error path: 502s from a server that refuses connections.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+  -keyout "$W/key.pem" -out "$W/cert.pem" -days 2 -subj /CN=localhost \
+  -addext subjectAltName=IP:127.0.0.1 2>/dev/null
+write_waygate_config "$W/tls.toml" 127.0.0.1:8190 127.0.0.1:9101 127.0.0.1:9102
+cat >> "$W/tls.toml" <<TOML
+
+[[listener]]
+name = "tls"
+listen = "127.0.0.1:8192"
+
+[[listener.tls]]
+cert = "$W/cert.pem"
+key = "$W/key.pem"
+
+[[route]]
+path_prefix = "/down"
+upstream = "down"
+
+[upstream.down]
+servers = ["127.0.0.1:9"]
+TOML
+quarter=$((N / 4))
+train "$W/tls.toml" \
+  "--h1 -c 64 -n $N https://127.0.0.1:8192/" \
+  "-c 64 -m 10 -n $N https://127.0.0.1:8192/" \
+  "--h1 -c 8 -H Connection:close -n $((N / 40)) https://127.0.0.1:8192/" \
+  "--h1 -c 8 -n $quarter http://127.0.0.1:8190/down" \
+  "-c 8 -m 10 -n $quarter http://127.0.0.1:8190/down"
 
 "$PROFDATA" merge -o "$data/merged.profdata" "$data"/*.profraw
 # cargo does not notice that the profile changed: build every crate anew.

@@ -2,10 +2,11 @@
 # A profile-guided (PGO) release build of waygate: builds an instrumented
 # binary, runs it under representative proxy traffic on loopback (HTTP/1.1
 # keep-alive, h2c, and a configuration with the access log, health checks,
-# a rate limit and the admin listener on), merges the profile and rebuilds
-# with it. The result is target/pgo/release/waygate; the usual
+# a rate limit and the admin listener on; then TLS with HTTP/1.1 and h2, TLS
+# handshakes, and 502s from a refusing server), merges the profile and
+# rebuilds with it. The result is target/pgo/release/waygate; the usual
 # target/release/waygate is untouched.
-#   bench/pgo.sh                # build (about 10 minutes on 2 cores)
+#   bench/pgo.sh                # build (about 7 minutes on 2 cores)
 #   N=100000 bench/pgo.sh       # requests per training load (default 200000)
 # Needs rustup's llvm-tools (installed if missing), nginx (the origin),
 # h2load (nghttp2-client) and openssl (a throwaway certificate).

@@ -22,18 +22,10 @@ LOAD="${LOAD:---h1 -c 8}"
 cache=()
 [[ "${CACHE:-0}" == 1 ]] && cache=(--cache-sim=yes --I1=32768,8,64 --D1=32768,8,64 --LL=1048576,8,64)
 W="$(mktemp -d /tmp/waygate-callgrind.XXXXXX)"
-mkdir -p "$W/tmp"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
-cat > "$W/origin.conf" <<NGINX
-worker_processes 1; daemon off; pid $W/origin.pid; error_log $W/error.log;
-events { worker_connections 1024; }
-http { access_log off; keepalive_requests 1000000; keepalive_timeout 300s;
-  client_body_temp_path $W/tmp/body; proxy_temp_path $W/tmp/proxy; fastcgi_temp_path $W/tmp/fcgi;
-  uwsgi_temp_path $W/tmp/uwsgi; scgi_temp_path $W/tmp/scgi;
-  server { listen 127.0.0.1:9101; listen 127.0.0.1:9102; location / { return 200 "hello\n"; } } }
-NGINX
+write_origin_config "$W/origin.conf" "$W" 9101 9102
 write_waygate_config "$W/waygate.toml" 127.0.0.1:8190 127.0.0.1:9101 127.0.0.1:9102
 if [[ "${FEATURES:-0}" == 1 ]]; then
   add_waygate_features "$W/waygate.toml" "$W/access.log" 127.0.0.1:8191

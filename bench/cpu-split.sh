@@ -30,12 +30,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 temp="client_body_temp_path $W/tmp/body; proxy_temp_path $W/tmp/proxy; fastcgi_temp_path $W/tmp/fcgi; uwsgi_temp_path $W/tmp/uwsgi; scgi_temp_path $W/tmp/scgi;"
-cat > "$W/origin.conf" <<NGINX
-worker_processes 1; daemon off; master_process off; pid $W/origin.pid; error_log $W/origin.log;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000; keepalive_timeout 300s; $temp
-  server { listen 127.0.0.1:9301; listen 127.0.0.1:9302; location / { return 200 "hello\n"; } } }
-NGINX
+write_origin_config "$W/origin.conf" "$W" 9301 9302
 cat > "$W/proxy.conf" <<NGINX
 worker_processes 1; daemon off; master_process off; pid $W/proxy.pid; error_log $W/proxy.log;
 events { worker_connections 4096; }

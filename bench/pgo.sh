@@ -34,18 +34,10 @@ env -u OUT_DIR RUSTFLAGS="-Cprofile-generate=$data" CARGO_TARGET_DIR="$gen_dir" 
 rm -f "$data"/*.profraw
 
 W="$(mktemp -d /tmp/waygate-pgo.XXXXXX)"
-mkdir -p "$W/tmp"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
-cat > "$W/origin.conf" <<NGINX
-worker_processes 1; daemon off; pid $W/origin.pid; error_log $W/error.log;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000; keepalive_timeout 300s;
-  client_body_temp_path $W/tmp/body; proxy_temp_path $W/tmp/proxy; fastcgi_temp_path $W/tmp/fcgi;
-  uwsgi_temp_path $W/tmp/uwsgi; scgi_temp_path $W/tmp/scgi;
-  server { listen 127.0.0.1:9101; listen 127.0.0.1:9102; location / { return 200 "hello\n"; } } }
-NGINX
+write_origin_config "$W/origin.conf" "$W" 9101 9102
 nginx -c "$W/origin.conf" & pids+=($!)
 
 # train CONFIG LOAD...: one instrumented run; it writes its profile when it

@@ -7,6 +7,10 @@
 #   ROUNDS=5 N=300000 bench/cpu-split.sh
 #   BIN2=target/pgo/release/waygate bench/cpu-split.sh   # a second build,
 #                                      # interleaved in the same rounds
+#   FEATURES2=1 bench/cpu-split.sh     # a second waygate (BIN2, else BIN)
+#                                      # with issue #4's features on: access
+#                                      # log to a file, health checks, a
+#                                      # rate limit, the admin listener
 # Each proxy runs alone on CPU 0, the load (h2load) and the origin (nginx,
 # one worker) on CPU 1, as in ../shared/bench. Loopback only; every process
 # started here is stopped on exit.
@@ -15,7 +19,9 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 # shellcheck source=bench/common.sh
 . "$root/bench/common.sh"
 BIN="${BIN:-$root/target/release/waygate}"
+FEATURES2="${FEATURES2:-0}"
 BIN2="${BIN2:-}"
+[ "$FEATURES2" = 1 ] && [ -z "$BIN2" ] && BIN2="$BIN"
 ROUNDS="${ROUNDS:-3}"
 N="${N:-200000}"
 H2="${H2:-0}"
@@ -27,7 +33,7 @@ done
 W="$(mktemp -d /tmp/waygate-cpusplit.XXXXXX)"
 mkdir -p "$W/tmp"
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -f "$W/access.log"; }
 trap cleanup EXIT
 temp="client_body_temp_path $W/tmp/body; proxy_temp_path $W/tmp/proxy; fastcgi_temp_path $W/tmp/fcgi; uwsgi_temp_path $W/tmp/uwsgi; scgi_temp_path $W/tmp/scgi;"
 write_origin_config "$W/origin.conf" "$W" 9301 9302
@@ -76,6 +82,7 @@ wg=$!; pids+=($wg)
 for _ in $(seq 100); do curl -sf http://127.0.0.1:9312/ >/dev/null 2>&1 && break; sleep 0.1; done
 if [ -n "$BIN2" ]; then
   write_waygate_config "$W/waygate2.toml" 127.0.0.1:9313 127.0.0.1:9301 127.0.0.1:9302
+  [ "$FEATURES2" = 1 ] && add_waygate_features "$W/waygate2.toml" "$W/access.log" 127.0.0.1:9314
   taskset -c 0 "$BIN2" --log-level warn run --config "$W/waygate2.toml" --workers 1 >"$W/waygate2.log" 2>&1 &
   wg2=$!; pids+=($wg2)
   for _ in $(seq 100); do curl -sf http://127.0.0.1:9313/ >/dev/null 2>&1 && break; sleep 0.1; done
@@ -122,5 +129,5 @@ if "waygate2" in med:
     ratio("waygate2", peer)
     ratio("waygate2", "waygate")
 PY
-[ -n "$BIN2" ] && echo "# waygate: $BIN, waygate2: $BIN2"
+[ -n "$BIN2" ] && echo "# waygate: $BIN, waygate2: $BIN2$([ "$FEATURES2" = 1 ] && echo ' with the features on')"
 echo "# raw rounds: $W/results"

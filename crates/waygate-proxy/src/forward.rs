@@ -653,8 +653,10 @@ fn rate_key(
     h.finish()
 }
 
-/// The client's IP, from a trusted proxy's `X-Forwarded-For` if present.
-fn client_ip(conn: &ConnInfo, req: &Request<Incoming>) -> String {
+/// The client's IP, from a trusted proxy's `X-Forwarded-For` if present;
+/// borrowed (the peer's text is made once per connection), not formatted
+/// per request.
+fn client_ip<'a>(conn: &'a ConnInfo, req: &'a Request<Incoming>) -> &'a str {
     if conn.trusted {
         if let Some(first) = req
             .headers()
@@ -662,10 +664,11 @@ fn client_ip(conn: &ConnInfo, req: &Request<Incoming>) -> String {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split(',').next())
         {
-            return first.trim().to_owned();
+            return first.trim();
         }
     }
-    conn.peer.ip().to_string()
+    // An IP address's text is always a valid header value (`peer_value`).
+    conn.peer_header.to_str().unwrap_or_default()
 }
 
 /// Rewrites the client's request for the upstream: origin-form target,

@@ -241,8 +241,14 @@ impl AccessRecord {
         json(out, &self.connect_ms)?;
         out.extend_from_slice(b",\"first_byte_ms\":");
         json(out, &self.first_byte_ms)?;
-        out.extend_from_slice(b",\"attempts\":");
-        json(out, &self.attempts[..])?;
+        out.extend_from_slice(b",\"attempts\":[");
+        for (i, a) in self.attempts.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            a.write_json(out)?;
+        }
+        out.push(b']');
         out.extend_from_slice(b",\"retry\":");
         json_opt_str(out, self.retry.as_deref())?;
         out.extend_from_slice(b",\"detail\":");
@@ -317,6 +323,41 @@ fn push_decimal(out: &mut Vec<u8>, n: u32) {
         }
     }
     out.extend_from_slice(&digits[i..]);
+}
+
+// === impl AttemptRecord ===
+
+impl AttemptRecord {
+    /// Appends the attempt as its `Serialize` derive writes it, the way
+    /// `AccessRecord::write_json` writes the line (the derive escaped every
+    /// key, and `status 200` went through `format_args!`).
+    fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        out.extend_from_slice(b"{\"server\":");
+        json_str(out, &self.server)?;
+        out.extend_from_slice(b",\"pick\":");
+        json_str(out, self.pick)?;
+        out.extend_from_slice(match (self.panic, self.reused) {
+            (false, false) => b",\"panic\":false,\"reused\":false,\"outcome\":",
+            (false, true) => b",\"panic\":false,\"reused\":true,\"outcome\":",
+            (true, false) => b",\"panic\":true,\"reused\":false,\"outcome\":",
+            (true, true) => b",\"panic\":true,\"reused\":true,\"outcome\":",
+        });
+        match self.outcome {
+            AttemptOutcome::Pending => out.extend_from_slice(b"\"pending\""),
+            AttemptOutcome::Status(code) => {
+                out.extend_from_slice(b"\"status ");
+                push_decimal(out, u32::from(code));
+                out.push(b'"');
+            }
+            AttemptOutcome::Cause(c) | AttemptOutcome::Note(c) => json_str(out, c)?,
+        }
+        out.extend_from_slice(b",\"connect_ms\":");
+        json(out, &self.connect_ms)?;
+        out.extend_from_slice(b",\"first_byte_ms\":");
+        json(out, &self.first_byte_ms)?;
+        out.push(b'}');
+        Ok(())
+    }
 }
 
 // === impl AttemptOutcome ===
@@ -674,6 +715,22 @@ mod tests {
         full.attempts.push(attempt.clone());
         full.attempts.push(AttemptRecord {
             outcome: AttemptOutcome::Cause("connect_timeout"),
+            panic: true,
+            reused: false,
+            ..attempt.clone()
+        });
+        full.attempts.push(AttemptRecord {
+            server: "we\"ird\\name\u{2}".into(),
+            outcome: AttemptOutcome::Note("budget \"exhausted\""),
+            panic: true,
+            connect_ms: Some(f64::INFINITY),
+            ..attempt.clone()
+        });
+        full.attempts.push(AttemptRecord {
+            outcome: AttemptOutcome::Pending,
+            reused: false,
+            connect_ms: Some(3.25),
+            first_byte_ms: None,
             ..attempt
         });
         full.retry = Some("retried: status 503\nnext".into());

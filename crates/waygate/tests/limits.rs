@@ -468,3 +468,41 @@ async fn high_priority_routes_leave_the_queue_first() {
     assert_eq!(order[2], "/normal", "then normal: {order:?}");
     assert_eq!(order.len(), 5);
 }
+
+#[tokio::test]
+async fn rate_limit_by_client_ip_uses_the_peer_or_a_trusted_forwarded_for() {
+    let up = Upstream::start(Behavior::Hello("a".into())).await.unwrap();
+    let policy = "[rate_limit.ip]\nkey = \"client_ip\"\nrate = 1\nper = \"10s\"\nburst = 2\n\n[[route]]\nupstream = \"app\"\nrate_limit = \"ip\"\n";
+    // Untrusted peer: its own address is the key, whatever it forwards.
+    let gw = common::TestGateway::start(&format!(
+        "[upstream.app]\nservers = [\"{}\"]\n\n{policy}",
+        up.addr
+    ))
+    .await;
+    let statuses = |gw: std::net::SocketAddr, xff: &'static str| async move {
+        common::get(gw, "/", &[("x-forwarded-for", xff)])
+            .await
+            .status
+    };
+    assert_eq!(statuses(gw.addr, "198.51.100.1").await, 200);
+    assert_eq!(statuses(gw.addr, "198.51.100.2").await, 200);
+    assert_eq!(
+        statuses(gw.addr, "198.51.100.3").await,
+        429,
+        "one peer, one budget: a forwarded address it sends is not trusted"
+    );
+    // Trusted peer: the first X-Forwarded-For address is the key.
+    let gw = common::TestGateway::start(&format!(
+        "[gateway]\ntrusted_proxies = [\"127.0.0.0/8\"]\n\n[upstream.app]\nservers = [\"{}\"]\n\n{policy}",
+        up.addr
+    ))
+    .await;
+    assert_eq!(statuses(gw.addr, "198.51.100.1, 10.0.0.1").await, 200);
+    assert_eq!(statuses(gw.addr, " 198.51.100.1 ").await, 200);
+    assert_eq!(statuses(gw.addr, "198.51.100.1").await, 429);
+    assert_eq!(
+        statuses(gw.addr, "198.51.100.2").await,
+        200,
+        "another client behind the proxy has its own budget"
+    );
+}

@@ -189,7 +189,9 @@ impl RequestBody {
 /// Runs one attempt on `pick`. A pooled connection that turns out to have
 /// been closed before any byte of the request was written is replaced by a
 /// fresh one, whatever the method (the keep-alive race); both tries are
-/// recorded.
+/// recorded. A request asking to switch protocols (`upgrade`) always gets a
+/// fresh connection able to hand its socket over.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn run(
     upstream: &Upstream,
     pool: &Arc<Server>,
@@ -197,9 +199,10 @@ pub(crate) async fn run(
     parts: &mut Parts,
     body: &mut RequestBody,
     more: bool,
+    upgrade: bool,
     finish: &mut Finish,
 ) -> Result<(Response<Incoming>, PooledConn), Failure> {
-    let mut fresh_only = false;
+    let mut fresh_only = upgrade;
     loop {
         let mut rec = AttemptRecord {
             server: pick.server.label.clone(),
@@ -211,7 +214,7 @@ pub(crate) async fn run(
             first_byte_ms: None,
         };
         let t = Instant::now();
-        let mut conn = match acquire(upstream, pool, fresh_only).await {
+        let mut conn = match acquire(upstream, pool, fresh_only, upgrade).await {
             Ok(c) => c,
             Err(err) => {
                 rec.outcome = AttemptOutcome::Cause(err.cause.name());
@@ -304,11 +307,13 @@ pub(crate) async fn run(
 
 /// A pooled connection, or a fresh one within the upstream's connection
 /// limit (waiting, as one of at most `max_pending`, up to the connect
-/// timeout for a connection to be returned or closed).
+/// timeout for a connection to be returned or closed). `upgrades`: a fresh
+/// connection able to switch protocols.
 async fn acquire(
     upstream: &Upstream,
     pool: &Arc<Server>,
     fresh_only: bool,
+    upgrades: bool,
 ) -> Result<PooledConn, GatewayError> {
     if !fresh_only {
         if let Some(c) = pool.checkout() {
@@ -318,11 +323,16 @@ async fn acquire(
     // Boxed: connecting (DNS, TCP, TLS, handshake) is a large future that
     // would otherwise sit inline in every request's state, copied and
     // allocated per request although a pooled connection is the rule.
-    Box::pin(connect(upstream, pool)).await
+    Box::pin(connect(upstream, pool, upgrades)).await
 }
 
-/// A fresh connection within the upstream's connection limit.
-async fn connect(upstream: &Upstream, pool: &Arc<Server>) -> Result<PooledConn, GatewayError> {
+/// A fresh connection within the upstream's connection limit (or, while
+/// waiting for room, a pooled one returned meanwhile, unless `upgrades`).
+async fn connect(
+    upstream: &Upstream,
+    pool: &Arc<Server>,
+    upgrades: bool,
+) -> Result<PooledConn, GatewayError> {
     let permit = match upstream.limits.try_connection() {
         Some(p) => p,
         None => {
@@ -336,7 +346,7 @@ async fn connect(upstream: &Upstream, pool: &Arc<Server>) -> Result<PooledConn, 
                             format!("upstream {}: max_connections reached and max_pending requests already waiting", upstream.name),
                         )),
                     },
-                    _ = upstream.released.notified() => {
+                    _ = upstream.released.notified(), if !upgrades => {
                         if let Some(c) = pool.checkout() {
                             return Ok(c);
                         }
@@ -349,7 +359,8 @@ async fn connect(upstream: &Upstream, pool: &Arc<Server>) -> Result<PooledConn, 
             }
         }
     };
-    pool.connect(upstream.connect_timeout, permit).await
+    pool.connect(upstream.connect_timeout, permit, upgrades)
+        .await
 }
 
 /// Sends and waits for the response head. The response timeout (or the

@@ -384,7 +384,17 @@ async fn forward(
         let more = idempotent && tried.len() < upstream.retry.max_attempts as usize;
         let pool = &members.pools[index];
         let sent_at = upstream.adaptive.is_some().then(tokio::time::Instant::now);
-        let result = attempt::run(upstream, pool, &pick, &mut parts, &mut body, more, finish).await;
+        let result = attempt::run(
+            upstream,
+            pool,
+            &pick,
+            &mut parts,
+            &mut body,
+            more,
+            upgrade.is_some(),
+            finish,
+        )
+        .await;
         in_flight.observe();
         match result {
             Ok((resp, pooled)) => {

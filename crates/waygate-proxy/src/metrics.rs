@@ -516,6 +516,17 @@ impl Collector for GatewayCollector {
         }
 
         let mut e = enc.encode_descriptor(
+            "waygate_upstream_connections_parked",
+            "Of the open upstream connections, the idle ones parked: holding their socket, no HTTP state",
+            None,
+            MetricType::Gauge,
+        )?;
+        for u in &rt.upstreams {
+            ConstGauge::new(u.parked_count.load(Ordering::Relaxed))
+                .encode(e.encode_family(&[("upstream", &*u.name)])?)?;
+        }
+
+        let mut e = enc.encode_descriptor(
             "waygate_upstream_queued",
             "Requests waiting in the upstream's queue for a server below max_in_flight_per_server",
             None,

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::AtomicI64;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -45,6 +45,13 @@ pub(crate) const HYPER_MAX_HEADERS: usize = 100;
 /// A pooled connection is closed this long before the server's own
 /// announced keep-alive timeout.
 const KEEPALIVE_MARGIN: Duration = Duration::from_millis(500);
+
+/// A pooled plain-TCP HTTP/1.1 connection idle this long is parked at the
+/// next sweep: hyper's connection (its two 8 KiB buffers, its state, its
+/// task: about 28 KB) ends, and the pool keeps the bare socket until a
+/// request takes it or its idle time is over. Like the client side's
+/// parking (`client_io`), for the memory a burst leaves behind.
+const PARK_AFTER: Duration = Duration::from_millis(250);
 
 /// How an upstream's connections are made and pooled; shared by its
 /// servers. Pools are kept across a reload only while this is unchanged.
@@ -95,6 +102,10 @@ pub(crate) struct Server {
     released: Arc<Notify>,
     /// The upstream's open-connection gauge.
     conn_count: Arc<AtomicI64>,
+    /// Parked connections: sockets without an HTTP connection.
+    parked: ArrayQueue<Parked>,
+    /// The upstream's parked-connection gauge.
+    parked_count: Arc<AtomicI64>,
 }
 
 #[derive(Debug)]
@@ -102,6 +113,21 @@ struct Idle {
     tx: http1::SendRequest<UpstreamBody>,
     task: AbortHandle,
     expires: Instant,
+    /// When it was pooled.
+    since: Instant,
+    /// Set (to the idle deadline) to have the connection's task park the
+    /// socket when the connection ends; `None` if it cannot be parked (TLS,
+    /// or able to switch protocols).
+    park: Option<Arc<OnceLock<Instant>>>,
+}
+
+/// A parked connection: the socket, still counted as open.
+#[derive(Debug)]
+struct Parked {
+    stream: TcpStream,
+    guard: (ConnPermit, Gauged),
+    expires: Instant,
+    _parked: Gauged,
 }
 
 impl Idle {
@@ -124,6 +150,8 @@ pub(crate) struct PooledConn {
     /// socket and drops whatever request body it still holds. `None` for
     /// HTTP/2, whose connection is shared and never closed for one stream.
     task: Option<AbortHandle>,
+    /// See `Idle::park`.
+    park: Option<Arc<OnceLock<Instant>>>,
     server: Arc<Server>,
     /// Came from the pool (as opposed to freshly connected).
     pub(crate) reused: bool,
@@ -139,6 +167,7 @@ impl Server {
         settings: Arc<PoolSettings>,
         released: Arc<Notify>,
         conn_count: Arc<AtomicI64>,
+        parked_count: Arc<AtomicI64>,
     ) -> Self {
         let literal = addr
             .host
@@ -150,10 +179,12 @@ impl Server {
             addr,
             literal,
             idle: ArrayQueue::new(settings.max_idle.max(1)),
+            parked: ArrayQueue::new(settings.max_idle.max(1)),
             h2: ArcSwapOption::empty(),
             settings,
             released,
             conn_count,
+            parked_count,
         }
     }
 
@@ -168,6 +199,7 @@ impl Server {
             return Some(PooledConn {
                 tx: Sender::H2(c.tx.clone()),
                 task: None,
+                park: None,
                 server: self.clone(),
                 reused: true,
                 server_keepalive: None,
@@ -183,6 +215,7 @@ impl Server {
                 return Some(PooledConn {
                     tx: Sender::H1(idle.tx),
                     task: Some(idle.task),
+                    park: idle.park,
                     server: self.clone(),
                     reused: true,
                     server_keepalive: None,
@@ -195,7 +228,39 @@ impl Server {
             }
             return None;
         }
+        self.unpark(now)
+    }
+
+    /// A parked connection the server has not closed, with a new HTTP/1.1
+    /// connection over it (no bytes exchanged: HTTP/1.1 has no handshake).
+    fn unpark(self: &Arc<Self>, now: Instant) -> Option<PooledConn> {
+        while let Some(p) = self.parked.pop() {
+            if now >= p.expires || !still_open(&p.stream) {
+                continue;
+            }
+            let Parked { stream, guard, .. } = p;
+            if let Ok(mut c) = self.start_h1(stream, guard, false) {
+                c.reused = true;
+                return Some(c);
+            }
+        }
         None
+    }
+
+    /// Takes a parked socket (called by the connection's task as its
+    /// hyper connection ends); a full pool closes it.
+    fn park(&self, stream: TcpStream, guard: (ConnPermit, Gauged), expires: Instant) {
+        let parked = Parked {
+            stream,
+            guard,
+            expires,
+            _parked: Gauged::new(self.parked_count.clone()),
+        };
+        if self.parked.push(parked).is_ok() {
+            // A request waiting on the upstream's connection limit can
+            // take it.
+            self.released.notify_one();
+        }
     }
 
     /// Closes the pooled connections whose idle time is over (or that the
@@ -213,9 +278,28 @@ impl Server {
                 idle.task.abort();
                 continue;
             }
+            if let Some(park) = &idle.park {
+                if now.saturating_duration_since(idle.since) >= PARK_AFTER {
+                    // Dropping the request half ends hyper's connection;
+                    // its task then hands the socket to `park`.
+                    let _ = park.set(idle.expires);
+                    continue;
+                }
+            }
             if let Err(idle) = self.idle.push(idle) {
                 idle.task.abort();
             }
+        }
+        for _ in 0..self.parked.len() {
+            let Some(p) = self.parked.pop() else {
+                break;
+            };
+            if now >= p.expires || !still_open(&p.stream) {
+                continue;
+            }
+            // Cannot fail: one was just taken out, and only this sweep and
+            // connection tasks add (a full queue closes the socket).
+            let _ = self.parked.push(p);
         }
     }
 
@@ -226,6 +310,7 @@ impl Server {
         &self,
         tx: http1::SendRequest<UpstreamBody>,
         task: AbortHandle,
+        park: Option<Arc<OnceLock<Instant>>>,
         server_keepalive: Option<Duration>,
     ) {
         if tx.is_closed() {
@@ -239,10 +324,13 @@ impl Server {
             task.abort();
             return;
         }
+        let now = Instant::now();
         let idle = Idle {
             tx,
             task,
-            expires: Instant::now() + ttl,
+            expires: now + ttl,
+            since: now,
+            park,
         };
         if let Err(full) = self.idle.push(idle) {
             // A full pool closes the connection.
@@ -259,6 +347,7 @@ impl Server {
         self: &Arc<Self>,
         timeout: Duration,
         permit: ConnPermit,
+        upgrades: bool,
     ) -> Result<PooledConn, GatewayError> {
         let deadline = Instant::now() + timeout;
         let addr = match self.literal {
@@ -286,7 +375,7 @@ impl Server {
         // or is aborted.
         let guard = (permit, Gauged::new(self.conn_count.clone()));
         match &self.settings.tls {
-            None => self.handshake(stream, guard).await,
+            None => self.handshake(stream, guard, upgrades).await,
             Some(Err(e)) => Err(GatewayError::new(
                 Cause::TlsCertificateError,
                 format!("TLS to {}: {e}", self.label),
@@ -321,7 +410,7 @@ impl Server {
                         ),
                     ));
                 }
-                self.handshake(stream, guard).await
+                self.handshake(stream, guard, upgrades).await
             }
         }
     }
@@ -332,6 +421,7 @@ impl Server {
         self: &Arc<Self>,
         stream: S,
         guard: (ConnPermit, Gauged),
+        upgrades: bool,
     ) -> Result<PooledConn, GatewayError>
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -361,15 +451,33 @@ impl Server {
             return Ok(PooledConn {
                 tx: Sender::H2(tx),
                 task: None,
+                park: None,
                 server: self.clone(),
                 reused: false,
                 server_keepalive: None,
             });
         }
+        self.start_h1(stream, guard, upgrades)
+    }
+
+    /// Starts an HTTP/1.1 connection over `stream` and its task. With
+    /// `upgrades`, the connection can switch protocols (a 101 answer hands
+    /// the socket to the tunnel); without, and over plain TCP, it can be
+    /// parked when it has been idle for a while (see `PARK_AFTER`).
+    fn start_h1<S>(
+        self: &Arc<Self>,
+        stream: S,
+        guard: (ConnPermit, Gauged),
+        upgrades: bool,
+    ) -> Result<PooledConn, GatewayError>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let mut builder = http1::Builder::new();
         // Reads grow adaptively up to this size while a body streams
         // (bigger reads: fewer syscalls for large responses); the head
         // is bounded separately by max_header_size.
+        let max_header_size = self.settings.max_header_size;
         builder
             .max_buf_size(READ_BUF_MAX.max(max_header_size))
             .max_header_size(max_header_size);
@@ -378,22 +486,59 @@ impl Server {
             // 100, allocate) its parse arrays for every response.
             builder.max_headers(self.settings.max_headers);
         }
-        let (tx, conn) = builder
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(failed)?;
-        let task = tokio::spawn(async move {
-            // The connection counts against the upstream's limit while open.
-            let _guard = guard;
-            // An upgraded connection (101) ends here and lives on as a tunnel.
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(server = %label, error = %e, "upstream connection ended with an error");
+        // HTTP/1.1 has no handshake: hyper's future only builds the
+        // connection, ready at its first poll.
+        let handshake = std::pin::pin!(builder.handshake(TokioIo::new(stream)));
+        let (tx, conn) = match handshake.poll(&mut Context::from_waker(std::task::Waker::noop())) {
+            Poll::Ready(Ok(c)) => c,
+            Poll::Ready(Err(e)) => {
+                return Err(GatewayError::new(
+                    Cause::UpstreamClosed,
+                    format!("handshake with {}: {e}", self.label),
+                ))
             }
-        })
+            Poll::Pending => {
+                return Err(GatewayError::new(
+                    Cause::UpstreamClosed,
+                    format!("handshake with {}: not ready", self.label),
+                ))
+            }
+        };
+        let label = self.label.clone();
+        let parkable =
+            !upgrades && std::any::TypeId::of::<S>() == std::any::TypeId::of::<TcpStream>();
+        let park = parkable.then(|| Arc::new(OnceLock::new()));
+        let task = if upgrades || !parkable {
+            tokio::spawn(async move {
+                // The connection counts against the upstream's limit while open.
+                let _guard = guard;
+                // An upgraded connection (101) ends here and lives on as a tunnel.
+                if let Err(e) = conn.with_upgrades().await {
+                    tracing::debug!(server = %label, error = %e, "upstream connection ended with an error");
+                }
+            })
+        } else {
+            let server = Arc::downgrade(self);
+            let park = park.clone();
+            tokio::spawn(async move {
+                match conn.without_shutdown().await {
+                    Ok(parts) => {
+                        let parking = park.as_ref().and_then(|p| p.get().copied());
+                        if let (Some(expires), true) = (parking, parts.read_buf.is_empty()) {
+                            park_socket(&server, parts.io.into_inner(), guard, expires);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(server = %label, error = %e, "upstream connection ended with an error");
+                    }
+                }
+            })
+        }
         .abort_handle();
         Ok(PooledConn {
             tx: Sender::H1(tx),
             task: Some(task),
+            park,
             server: self.clone(),
             reused: false,
             server_keepalive: None,
@@ -425,6 +570,28 @@ impl Server {
     }
 }
 
+/// Hands a connection's socket to its server's parked queue, if the
+/// server (pool) still exists and it is plain TCP.
+fn park_socket<S: Send + 'static>(
+    server: &Weak<Server>,
+    stream: S,
+    guard: (ConnPermit, Gauged),
+    expires: Instant,
+) {
+    let stream: Box<dyn std::any::Any + Send> = Box::new(stream);
+    if let (Some(server), Ok(stream)) = (server.upgrade(), stream.downcast::<TcpStream>()) {
+        server.park(*stream, guard, expires);
+    }
+}
+
+/// Whether a parked socket is still open: not closed by the server, and
+/// with nothing unexpected to read. No syscall unless the socket became
+/// readable.
+fn still_open(stream: &TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(stream.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
 // === impl PooledConn ===
 
 impl PooledConn {
@@ -435,6 +602,7 @@ impl PooledConn {
         let PooledConn {
             tx,
             task,
+            park,
             server,
             server_keepalive,
             ..
@@ -444,7 +612,7 @@ impl PooledConn {
             return;
         };
         if tx.is_ready() {
-            server.put(tx, task, server_keepalive);
+            server.put(tx, task, park, server_keepalive);
             return;
         }
         if tx.is_closed() {
@@ -453,7 +621,7 @@ impl PooledConn {
         tokio::spawn(async move {
             let mut tx = tx;
             if let Ok(Ok(())) = tokio::time::timeout(READY_WAIT, tx.ready()).await {
-                server.put(tx, task, server_keepalive);
+                server.put(tx, task, park, server_keepalive);
             } else {
                 task.abort();
             }

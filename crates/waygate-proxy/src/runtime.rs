@@ -152,6 +152,8 @@ pub(crate) struct Upstream {
     pub(crate) balance: &'static str,
     /// Open connections to this upstream's servers.
     pub(crate) conn_count: Arc<AtomicI64>,
+    /// Of those, the parked ones (a socket without an HTTP connection).
+    pub(crate) parked_count: Arc<AtomicI64>,
     /// Requests waiting for a server below its in-flight limit.
     pub(crate) queue: Option<Queue>,
     pub(crate) max_in_flight_per_server: Option<u32>,
@@ -462,12 +464,17 @@ impl Upstream {
             || Arc::new(AtomicI64::new(0)),
             |(_, up)| up.conn_count.clone(),
         );
+        let parked_count = old.filter(|_| same_pools).map_or_else(
+            || Arc::new(AtomicI64::new(0)),
+            |(_, up)| up.parked_count.clone(),
+        );
         let new_pool = |addr: &waygate_config::ServerAddr| {
             Arc::new(Server::new(
                 addr.clone(),
                 pool.clone(),
                 released.clone(),
                 conn_count.clone(),
+                parked_count.clone(),
             ))
         };
         let mut states = Vec::with_capacity(u.servers.len());
@@ -542,6 +549,7 @@ impl Upstream {
             health_check: u.health_check.clone(),
             balance: u.balance.name(),
             conn_count,
+            parked_count,
             queue,
             max_in_flight_per_server: u.limits.max_in_flight_per_server,
             public_state: std::sync::atomic::AtomicU8::new(0),

@@ -176,6 +176,7 @@ async fn refresh(u: &Upstream, known: &mut HashMap<usize, Vec<SocketAddr>>) {
                     u.pool.clone(),
                     u.released.clone(),
                     u.conn_count.clone(),
+                    u.parked_count.clone(),
                 )));
             }
         }

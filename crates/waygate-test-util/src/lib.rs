@@ -58,6 +58,9 @@ pub enum Behavior {
     HelloWithHealth(String, Arc<AtomicU16>),
     /// Like `Hello`, after waiting this long: a slow but working server.
     DelayedHello(String, Duration),
+    /// Like `Hello`, then closes the connection once it has been idle this
+    /// long: a server's own keep-alive timeout.
+    HelloIdleTimeout(String, Duration),
     /// Answers 200 once the test adds a permit to the semaphore (one per
     /// request): a server held busy for exactly as long as a test wants.
     Gated(Arc<tokio::sync::Semaphore>),
@@ -89,6 +92,7 @@ pub struct Upstream {
     seen: Arc<Mutex<Vec<Seen>>>,
     task: tokio::task::JoinHandle<()>,
     conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 // === impl Seen ===
@@ -115,12 +119,14 @@ impl Upstream {
         let addr = listener.local_addr()?;
         let seen = Arc::new(Mutex::new(Vec::new()));
         let conns = Arc::new(Mutex::new(Vec::new()));
-        let (seen2, conns2) = (seen.clone(), conns.clone());
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (seen2, conns2, accepted2) = (seen.clone(), conns.clone(), accepted.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                accepted2.fetch_add(1, Ordering::Relaxed);
                 let behavior = behavior.clone();
                 let seen = seen2.clone();
                 let handle = tokio::spawn(async move {
@@ -137,6 +143,7 @@ impl Upstream {
             seen,
             task,
             conns,
+            accepted,
         })
     }
 
@@ -149,6 +156,11 @@ impl Upstream {
                 h.abort();
             }
         }
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::Relaxed)
     }
 
     /// Requests seen so far.
@@ -272,6 +284,16 @@ async fn respond(stream: &mut TcpStream, behavior: &Behavior, req: &Seen) -> io:
             let body = format!("hello from {name}: {} {}\n", req.method, req.target);
             write_response(stream, 200, "OK", &[], body.as_bytes()).await?;
             return Ok(false);
+        }
+        Behavior::HelloIdleTimeout(name, idle) => {
+            let body = format!("hello from {name}: {} {}\n", req.method, req.target);
+            write_response(stream, 200, "OK", &[], body.as_bytes()).await?;
+            // Open while the next request comes within `idle`.
+            let mut probe = [0u8; 1];
+            return match tokio::time::timeout(*idle, stream.peek(&mut probe)).await {
+                Ok(Ok(n)) => Ok(n > 0),
+                _ => Ok(false),
+            };
         }
         Behavior::IgnoreBody(_) => return Ok(false),
         Behavior::Status(code) => {

@@ -482,3 +482,85 @@ async fn pooled_connections_are_closed_after_pool_idle_timeout_without_traffic()
     // And the next request connects anew.
     assert_eq!(get(gw.addr, "/", &[]).await.status, 200);
 }
+
+/// The value of an upstream gauge on `/metrics`.
+async fn upstream_gauge(admin: std::net::SocketAddr, name: &str) -> i64 {
+    let text = get(admin, "/metrics", &[]).await.text();
+    let prefix = format!("{name}{{upstream=\"app\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .unwrap_or_else(|| panic!("{name} on /metrics"))
+}
+
+#[tokio::test]
+async fn an_idle_pooled_connection_is_parked_then_used_again() {
+    let (a, gw) = hello_with_admin("", "").await;
+    let admin = gw.admin.unwrap();
+    assert_eq!(get(gw.addr, "/one", &[]).await.status, 200);
+    // Idle past PARK_AFTER (250 ms), then a sweep (every second) parks it:
+    // its socket stays open, its HTTP connection is gone.
+    let start = tokio::time::Instant::now();
+    while upstream_gauge(admin, "waygate_upstream_connections_parked").await != 1 {
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "an idle pooled connection was not parked"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        upstream_gauge(admin, "waygate_upstream_connections").await,
+        1,
+        "a parked connection is still open"
+    );
+    let r = get(gw.addr, "/two", &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(a.accepted(), 1, "the parked connection carried the request");
+    let line = gw.log_line(&r.request_id()).await;
+    assert_eq!(line["attempts"][0]["reused"], true);
+    assert_eq!(line["attempts"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        upstream_gauge(admin, "waygate_upstream_connections_parked").await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_parked_connection_the_server_closed_is_not_used() {
+    let a = Upstream::start(Behavior::HelloIdleTimeout(
+        "a".into(),
+        Duration::from_millis(1700),
+    ))
+    .await
+    .unwrap();
+    let gw = TestGateway::start(
+        &(upstream("app", &[a.addr], "")
+            + &route("/", "app")
+            + "[admin]\nlisten = \"127.0.0.1:0\"\n"),
+    )
+    .await;
+    let admin = gw.admin.unwrap();
+    assert_eq!(get(gw.addr, "/one", &[]).await.status, 200);
+    let start = tokio::time::Instant::now();
+    while upstream_gauge(admin, "waygate_upstream_connections_parked").await != 1 {
+        assert!(
+            start.elapsed() < Duration::from_millis(1600),
+            "an idle pooled connection was not parked before the server closed it"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The server closes it at 1.7 s: no task watches a parked socket, so
+    // the next checkout (or sweep) must see the close, not a request sent
+    // into it.
+    tokio::time::sleep(Duration::from_millis(1900)).await;
+    let r = get(gw.addr, "/two", &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(a.accepted(), 2);
+    let line = gw.log_line(&r.request_id()).await;
+    assert_eq!(
+        line["attempts"].as_array().map(Vec::len),
+        Some(1),
+        "no attempt on the closed connection: {line}"
+    );
+    assert_eq!(line["attempts"][0]["reused"], false);
+}

@@ -489,20 +489,16 @@ impl Server {
         // HTTP/1.1 has no handshake: hyper's future only builds the
         // connection, ready at its first poll.
         let handshake = std::pin::pin!(builder.handshake(TokioIo::new(stream)));
+        let failed = |why: String| {
+            GatewayError::new(
+                Cause::UpstreamClosed,
+                format!("handshake with {}: {why}", self.label),
+            )
+        };
         let (tx, conn) = match handshake.poll(&mut Context::from_waker(std::task::Waker::noop())) {
             Poll::Ready(Ok(c)) => c,
-            Poll::Ready(Err(e)) => {
-                return Err(GatewayError::new(
-                    Cause::UpstreamClosed,
-                    format!("handshake with {}: {e}", self.label),
-                ))
-            }
-            Poll::Pending => {
-                return Err(GatewayError::new(
-                    Cause::UpstreamClosed,
-                    format!("handshake with {}: not ready", self.label),
-                ))
-            }
+            Poll::Ready(Err(e)) => return Err(failed(e.to_string())),
+            Poll::Pending => return Err(failed("not ready at once".into())),
         };
         let label = self.label.clone();
         let parkable =

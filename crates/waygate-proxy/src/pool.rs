@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use crossbeam_queue::ArrayQueue;
+use crossbeam_queue::{ArrayQueue, SegQueue};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2, TrySendError};
@@ -102,8 +102,11 @@ pub(crate) struct Server {
     released: Arc<Notify>,
     /// The upstream's open-connection gauge.
     conn_count: Arc<AtomicI64>,
-    /// Parked connections: sockets without an HTTP connection.
-    parked: ArrayQueue<Parked>,
+    /// Parked connections: sockets without an HTTP connection, at most
+    /// `max_idle`. Unbounded queue, capped by `park`: it takes no memory
+    /// until a connection is parked (an `ArrayQueue` allocates all its
+    /// slots up front, for every server).
+    parked: SegQueue<Parked>,
     /// The upstream's parked-connection gauge.
     parked_count: Arc<AtomicI64>,
 }
@@ -179,7 +182,7 @@ impl Server {
             addr,
             literal,
             idle: ArrayQueue::new(settings.max_idle.max(1)),
-            parked: ArrayQueue::new(settings.max_idle.max(1)),
+            parked: SegQueue::new(),
             h2: ArcSwapOption::empty(),
             settings,
             released,
@@ -250,17 +253,17 @@ impl Server {
     /// Takes a parked socket (called by the connection's task as its
     /// hyper connection ends); a full pool closes it.
     fn park(&self, stream: TcpStream, guard: (ConnPermit, Gauged), expires: Instant) {
-        let parked = Parked {
+        if self.parked.len() >= self.settings.max_idle.max(1) {
+            return;
+        }
+        self.parked.push(Parked {
             stream,
             guard,
             expires,
             _parked: Gauged::new(self.parked_count.clone()),
-        };
-        if self.parked.push(parked).is_ok() {
-            // A request waiting on the upstream's connection limit can
-            // take it.
-            self.released.notify_one();
-        }
+        });
+        // A request waiting on the upstream's connection limit can take it.
+        self.released.notify_one();
     }
 
     /// Closes the pooled connections whose idle time is over (or that the
@@ -297,9 +300,7 @@ impl Server {
             if now >= p.expires || !still_open(&p.stream) {
                 continue;
             }
-            // Cannot fail: one was just taken out, and only this sweep and
-            // connection tasks add (a full queue closes the socket).
-            let _ = self.parked.push(p);
+            self.parked.push(p);
         }
     }
 

@@ -21,6 +21,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
+use tokio_rustls::client::TlsStream;
 use waygate_config::{ServerAddr, UpstreamProtocol};
 use waygate_core::{Cause, GatewayError};
 use waygate_resilience::ConnPermit;
@@ -46,7 +47,7 @@ pub(crate) const HYPER_MAX_HEADERS: usize = 100;
 /// announced keep-alive timeout.
 const KEEPALIVE_MARGIN: Duration = Duration::from_millis(500);
 
-/// A pooled plain-TCP HTTP/1.1 connection idle this long is parked at the
+/// A pooled HTTP/1.1 connection (plain or TLS) idle this long is parked at the
 /// next sweep: hyper's connection (its two 8 KiB buffers, its state, its
 /// task: about 28 KB) ends, and the pool keeps the bare socket until a
 /// request takes it or its idle time is over. Like the client side's
@@ -119,15 +120,15 @@ struct Idle {
     /// When it was pooled.
     since: Instant,
     /// Set (to the idle deadline) to have the connection's task park the
-    /// socket when the connection ends; `None` if it cannot be parked (TLS,
-    /// or able to switch protocols).
+    /// socket when the connection ends; `None` if it cannot be parked (able
+    /// to switch protocols).
     park: Option<Arc<OnceLock<Instant>>>,
 }
 
 /// A parked connection: the socket, still counted as open.
 #[derive(Debug)]
 struct Parked {
-    stream: TcpStream,
+    stream: ParkedIo,
     guard: (ConnPermit, Gauged),
     expires: Instant,
     _parked: Gauged,
@@ -160,6 +161,13 @@ pub(crate) struct PooledConn {
     pub(crate) reused: bool,
     /// The server's own idle timeout, from its `Keep-Alive: timeout=N`.
     pub(crate) server_keepalive: Option<Duration>,
+}
+
+/// A parked socket: plain, or TLS with its session.
+#[derive(Debug)]
+enum ParkedIo {
+    Tcp(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
 }
 
 // === impl Server ===
@@ -242,7 +250,11 @@ impl Server {
                 continue;
             }
             let Parked { stream, guard, .. } = p;
-            if let Ok(mut c) = self.start_h1(stream, guard, false) {
+            let started = match stream {
+                ParkedIo::Tcp(s) => self.start_h1(s, guard, false),
+                ParkedIo::Tls(s) => self.start_h1(*s, guard, false),
+            };
+            if let Ok(mut c) = started {
                 c.reused = true;
                 return Some(c);
             }
@@ -252,7 +264,7 @@ impl Server {
 
     /// Takes a parked socket (called by the connection's task as its
     /// hyper connection ends); a full pool closes it.
-    fn park(&self, stream: TcpStream, guard: (ConnPermit, Gauged), expires: Instant) {
+    fn park(&self, stream: ParkedIo, guard: (ConnPermit, Gauged), expires: Instant) {
         if self.parked.len() >= self.settings.max_idle.max(1) {
             return;
         }
@@ -463,7 +475,7 @@ impl Server {
 
     /// Starts an HTTP/1.1 connection over `stream` and its task. With
     /// `upgrades`, the connection can switch protocols (a 101 answer hands
-    /// the socket to the tunnel); without, and over plain TCP, it can be
+    /// the socket to the tunnel); without, over plain TCP or TLS, it can be
     /// parked when it has been idle for a while (see `PARK_AFTER`).
     fn start_h1<S>(
         self: &Arc<Self>,
@@ -502,8 +514,10 @@ impl Server {
             Poll::Pending => return Err(failed("not ready at once".into())),
         };
         let label = self.label.clone();
-        let parkable =
-            !upgrades && std::any::TypeId::of::<S>() == std::any::TypeId::of::<TcpStream>();
+        let io = std::any::TypeId::of::<S>();
+        let parkable = !upgrades
+            && (io == std::any::TypeId::of::<TcpStream>()
+                || io == std::any::TypeId::of::<TlsStream<TcpStream>>());
         let park = parkable.then(|| Arc::new(OnceLock::new()));
         let task = if upgrades || !parkable {
             tokio::spawn(async move {
@@ -567,26 +581,48 @@ impl Server {
     }
 }
 
-/// Hands a connection's socket to its server's parked queue, if the
-/// server (pool) still exists and it is plain TCP.
+/// Hands a connection's socket (plain or TLS) to its server's parked
+/// queue, if the server (pool) still exists.
 fn park_socket<S: Send + 'static>(
     server: &Weak<Server>,
     stream: S,
     guard: (ConnPermit, Gauged),
     expires: Instant,
 ) {
+    let Some(server) = server.upgrade() else {
+        return;
+    };
     let stream: Box<dyn std::any::Any + Send> = Box::new(stream);
-    if let (Some(server), Ok(stream)) = (server.upgrade(), stream.downcast::<TcpStream>()) {
-        server.park(*stream, guard, expires);
-    }
+    let stream = match stream.downcast::<TcpStream>() {
+        Ok(tcp) => ParkedIo::Tcp(*tcp),
+        Err(other) => match other.downcast::<TlsStream<TcpStream>>() {
+            // Decrypted bytes rustls still holds would not show in the
+            // socket's readiness: such a connection is not parked.
+            Ok(mut tls) => match tls.get_mut().1.process_new_packets() {
+                Ok(state) if state.plaintext_bytes_to_read() == 0 => ParkedIo::Tls(tls),
+                _ => return,
+            },
+            Err(_) => return,
+        },
+    };
+    server.park(stream, guard, expires);
 }
 
 /// Whether a parked socket is still open: not closed by the server, and
 /// with nothing unexpected to read. No syscall unless the socket became
-/// readable.
-fn still_open(stream: &TcpStream) -> bool {
-    let mut byte = [0u8; 1];
-    matches!(stream.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+/// readable. A TLS socket with anything to read (a close_notify, a
+/// session ticket) is given up: its records are not read while parked.
+fn still_open(stream: &ParkedIo) -> bool {
+    match stream {
+        ParkedIo::Tcp(tcp) => {
+            let mut byte = [0u8; 1];
+            matches!(tcp.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        }
+        ParkedIo::Tls(tls) => {
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            tls.get_ref().0.poll_read_ready(&mut cx).is_pending()
+        }
+    }
 }
 
 // === impl PooledConn ===

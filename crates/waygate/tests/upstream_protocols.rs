@@ -391,3 +391,51 @@ async fn health_checks_speak_the_upstreams_tls_and_protocol() {
     let p = waygate_upstream::probe_addr(h2c_addr, &spec(None, false)).await;
     assert_eq!(p.verdict, Verdict::BadHttp, "{}", p.detail);
 }
+
+#[tokio::test]
+async fn idle_tls_upstream_connections_are_parked_and_used_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path(), "up");
+    let (addr, accepted) = hyper_upstream(Some(server_config(&pki, None)), false).await;
+    let ca = path(dir.path(), "up-ca.pem");
+    let gw = TestGateway::start(&format!(
+        "{}{}[admin]\nlisten = \"127.0.0.1:0\"\n",
+        upstream(
+            "app",
+            &[addr],
+            &format!("tls = true\ntls_ca = \"{ca}\"\ntls_server_name = \"localhost\"")
+        ),
+        route("/", "app"),
+    ))
+    .await;
+    let admin = gw.admin.unwrap();
+    let parked = || async move {
+        get(admin, "/metrics", &[])
+            .await
+            .text()
+            .lines()
+            .find_map(|l| l.strip_prefix("waygate_upstream_connections_parked{upstream=\"app\"} "))
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .expect("parked gauge")
+    };
+    let r = get(gw.addr, "/one", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let start = tokio::time::Instant::now();
+    while parked().await != 1 {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(3),
+            "an idle TLS upstream connection was not parked"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Its TLS session goes on under a new HTTP/1.1 connection.
+    let r = get(gw.addr, "/two", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("version=HTTP/1.1"), "{}", r.text());
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "one TLS connection for both"
+    );
+    assert_eq!(parked().await, 0);
+}

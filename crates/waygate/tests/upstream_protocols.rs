@@ -439,3 +439,84 @@ async fn idle_tls_upstream_connections_are_parked_and_used_again() {
     );
     assert_eq!(parked().await, 0);
 }
+
+#[tokio::test]
+async fn a_parked_tls_connection_the_server_closed_is_not_used() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path(), "up");
+    let mut cfg = (*server_config(&pki, None)).clone();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    // One response per connection, then a close_notify and a close once
+    // it has been idle for 1.7 s: a server's own keep-alive timeout.
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = tls
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+                let _ = tls.flush().await;
+                tokio::time::sleep(std::time::Duration::from_millis(1700)).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    let ca = path(dir.path(), "up-ca.pem");
+    let gw = TestGateway::start(&format!(
+        "{}{}[admin]\nlisten = \"127.0.0.1:0\"\n",
+        upstream(
+            "app",
+            &[addr],
+            &format!("tls = true\ntls_ca = \"{ca}\"\ntls_server_name = \"localhost\"")
+        ),
+        route("/", "app"),
+    ))
+    .await;
+    let admin = gw.admin.unwrap();
+    let parked = || async move {
+        get(admin, "/metrics", &[])
+            .await
+            .text()
+            .lines()
+            .find_map(|l| l.strip_prefix("waygate_upstream_connections_parked{upstream=\"app\"} "))
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .expect("parked gauge")
+    };
+    assert_eq!(get(gw.addr, "/one", &[]).await.status, 200);
+    let start = tokio::time::Instant::now();
+    while parked().await != 1 {
+        assert!(
+            start.elapsed() < std::time::Duration::from_millis(1600),
+            "an idle TLS upstream connection was not parked before the server closed it"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1900)).await;
+    let r = get(gw.addr, "/two", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    let line = gw.log_line(&r.request_id()).await;
+    assert_eq!(
+        line["attempts"].as_array().map(Vec::len),
+        Some(1),
+        "no attempt on the closed connection: {line}"
+    );
+}

@@ -278,11 +278,11 @@ impl Server {
         self.released.notify_one();
     }
 
-    /// Closes the pooled connections whose idle time is over (or that the
-    /// server closed), so `pool_idle_timeout` holds while no request comes
-    /// to take them, and their buffers go back (see `supervise`). The rest
-    /// are pushed back; a checkout racing with this may miss one and
-    /// connect anew, which is harmless.
+    /// Closes the pooled and parked connections whose idle time is over
+    /// (or that the server closed), so `pool_idle_timeout` holds while no
+    /// request comes to take them (see `supervise`), and parks the pooled
+    /// ones idle for `PARK_AFTER`. The rest are pushed back; a checkout
+    /// racing with this may miss one and connect anew, which is harmless.
     pub(crate) fn sweep(&self) {
         let now = Instant::now();
         for _ in 0..self.idle.len() {

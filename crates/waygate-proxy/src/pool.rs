@@ -535,8 +535,17 @@ impl Server {
                 match conn.without_shutdown().await {
                     Ok(parts) => {
                         let parking = park.as_ref().and_then(|p| p.get().copied());
+                        let mut io = parts.io.into_inner();
                         if let (Some(expires), true) = (parking, parts.read_buf.is_empty()) {
-                            park_socket(&server, parts.io.into_inner(), guard, expires);
+                            park_socket(&server, io, guard, expires);
+                        } else {
+                            // Closed as hyper would have: a FIN, after a
+                            // TLS close_notify.
+                            let _ = tokio::time::timeout(
+                                READY_WAIT,
+                                tokio::io::AsyncWriteExt::shutdown(&mut io),
+                            )
+                            .await;
                         }
                     }
                     Err(e) => {

@@ -392,13 +392,11 @@ async fn health_checks_speak_the_upstreams_tls_and_protocol() {
     assert_eq!(p.verdict, Verdict::BadHttp, "{}", p.detail);
 }
 
-#[tokio::test]
-async fn idle_tls_upstream_connections_are_parked_and_used_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = pki(dir.path(), "up");
-    let (addr, accepted) = hyper_upstream(Some(server_config(&pki, None)), false).await;
-    let ca = path(dir.path(), "up-ca.pem");
-    let gw = TestGateway::start(&format!(
+/// A gateway in front of one TLS upstream `app` at `addr` (its CA in
+/// `dir`), with the admin listener.
+async fn tls_app_with_admin(dir: &Path, addr: SocketAddr) -> TestGateway {
+    let ca = path(dir, "up-ca.pem");
+    TestGateway::start(&format!(
         "{}{}[admin]\nlisten = \"127.0.0.1:0\"\n",
         upstream(
             "app",
@@ -407,27 +405,42 @@ async fn idle_tls_upstream_connections_are_parked_and_used_again() {
         ),
         route("/", "app"),
     ))
-    .await;
-    let admin = gw.admin.unwrap();
-    let parked = || async move {
-        get(admin, "/metrics", &[])
-            .await
-            .text()
-            .lines()
-            .find_map(|l| l.strip_prefix("waygate_upstream_connections_parked{upstream=\"app\"} "))
-            .and_then(|v| v.trim().parse::<i64>().ok())
-            .expect("parked gauge")
-    };
-    let r = get(gw.addr, "/one", &[]).await;
-    assert_eq!(r.status, 200, "{}", r.text());
+    .await
+}
+
+/// `waygate_upstream_connections_parked` of the upstream `app`.
+async fn parked_gauge(admin: SocketAddr) -> i64 {
+    get(admin, "/metrics", &[])
+        .await
+        .text()
+        .lines()
+        .find_map(|l| l.strip_prefix("waygate_upstream_connections_parked{upstream=\"app\"} "))
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .expect("parked gauge")
+}
+
+/// Waits until one connection of `app` is parked, failing after `within`.
+async fn parked_within(admin: SocketAddr, within: std::time::Duration) {
     let start = tokio::time::Instant::now();
-    while parked().await != 1 {
+    while parked_gauge(admin).await != 1 {
         assert!(
-            start.elapsed() < std::time::Duration::from_secs(3),
-            "an idle TLS upstream connection was not parked"
+            start.elapsed() < within,
+            "an idle TLS upstream connection was not parked within {within:?}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test]
+async fn idle_tls_upstream_connections_are_parked_and_used_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path(), "up");
+    let (addr, accepted) = hyper_upstream(Some(server_config(&pki, None)), false).await;
+    let gw = tls_app_with_admin(dir.path(), addr).await;
+    let admin = gw.admin.unwrap();
+    let r = get(gw.addr, "/one", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    parked_within(admin, std::time::Duration::from_secs(3)).await;
     // Its TLS session goes on under a new HTTP/1.1 connection.
     let r = get(gw.addr, "/two", &[]).await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -437,7 +450,7 @@ async fn idle_tls_upstream_connections_are_parked_and_used_again() {
         1,
         "one TLS connection for both"
     );
-    assert_eq!(parked().await, 0);
+    assert_eq!(parked_gauge(admin).await, 0);
 }
 
 #[tokio::test]
@@ -479,36 +492,11 @@ async fn a_parked_tls_connection_the_server_closed_is_not_used() {
             });
         }
     });
-    let ca = path(dir.path(), "up-ca.pem");
-    let gw = TestGateway::start(&format!(
-        "{}{}[admin]\nlisten = \"127.0.0.1:0\"\n",
-        upstream(
-            "app",
-            &[addr],
-            &format!("tls = true\ntls_ca = \"{ca}\"\ntls_server_name = \"localhost\"")
-        ),
-        route("/", "app"),
-    ))
-    .await;
+    let gw = tls_app_with_admin(dir.path(), addr).await;
     let admin = gw.admin.unwrap();
-    let parked = || async move {
-        get(admin, "/metrics", &[])
-            .await
-            .text()
-            .lines()
-            .find_map(|l| l.strip_prefix("waygate_upstream_connections_parked{upstream=\"app\"} "))
-            .and_then(|v| v.trim().parse::<i64>().ok())
-            .expect("parked gauge")
-    };
     assert_eq!(get(gw.addr, "/one", &[]).await.status, 200);
-    let start = tokio::time::Instant::now();
-    while parked().await != 1 {
-        assert!(
-            start.elapsed() < std::time::Duration::from_millis(1600),
-            "an idle TLS upstream connection was not parked before the server closed it"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    // Before the server closes it.
+    parked_within(admin, std::time::Duration::from_millis(1600)).await;
     tokio::time::sleep(std::time::Duration::from_millis(1900)).await;
     let r = get(gw.addr, "/two", &[]).await;
     assert_eq!(r.status, 200, "{}", r.text());

@@ -439,21 +439,15 @@ impl Server {
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let failed = |e: hyper::Error| {
-            GatewayError::new(
-                Cause::UpstreamClosed,
-                format!("handshake with {}: {e}", self.label),
-            )
-        };
-        let label = self.label.clone();
-        let max_header_size = self.settings.max_header_size;
         if self.settings.protocol != UpstreamProtocol::Http1 {
+            let max_header_size = self.settings.max_header_size;
             let (tx, conn) = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
                 .max_header_list_size(u32::try_from(max_header_size).unwrap_or(u32::MAX))
                 .handshake(TokioIo::new(stream))
                 .await
-                .map_err(failed)?;
+                .map_err(|e| self.handshake_failed(e))?;
+            let label = self.label.clone();
             tokio::spawn(async move {
                 let _guard = guard;
                 if let Err(e) = conn.await {
@@ -502,16 +496,10 @@ impl Server {
         // HTTP/1.1 has no handshake: hyper's future only builds the
         // connection, ready at its first poll.
         let handshake = std::pin::pin!(builder.handshake(TokioIo::new(stream)));
-        let failed = |why: String| {
-            GatewayError::new(
-                Cause::UpstreamClosed,
-                format!("handshake with {}: {why}", self.label),
-            )
-        };
         let (tx, conn) = match handshake.poll(&mut Context::from_waker(std::task::Waker::noop())) {
             Poll::Ready(Ok(c)) => c,
-            Poll::Ready(Err(e)) => return Err(failed(e.to_string())),
-            Poll::Pending => return Err(failed("not ready at once".into())),
+            Poll::Ready(Err(e)) => return Err(self.handshake_failed(e)),
+            Poll::Pending => return Err(self.handshake_failed("not ready at once")),
         };
         let label = self.label.clone();
         let io = std::any::TypeId::of::<S>();
@@ -519,7 +507,7 @@ impl Server {
             && (io == std::any::TypeId::of::<TcpStream>()
                 || io == std::any::TypeId::of::<TlsStream<TcpStream>>());
         let park = parkable.then(|| Arc::new(OnceLock::new()));
-        let task = if upgrades || !parkable {
+        let task = if !parkable {
             tokio::spawn(async move {
                 // The connection counts against the upstream's limit while open.
                 let _guard = guard;
@@ -563,6 +551,13 @@ impl Server {
             reused: false,
             server_keepalive: None,
         })
+    }
+
+    fn handshake_failed(&self, why: impl std::fmt::Display) -> GatewayError {
+        GatewayError::new(
+            Cause::UpstreamClosed,
+            format!("handshake with {}: {why}", self.label),
+        )
     }
 
     async fn resolve(

@@ -479,15 +479,15 @@ async fn rate_limit_by_client_ip_uses_the_peer_or_a_trusted_forwarded_for() {
         up.addr
     ))
     .await;
-    let statuses = |gw: std::net::SocketAddr, xff: &'static str| async move {
+    let status_for = |gw: std::net::SocketAddr, xff: &'static str| async move {
         common::get(gw, "/", &[("x-forwarded-for", xff)])
             .await
             .status
     };
-    assert_eq!(statuses(gw.addr, "198.51.100.1").await, 200);
-    assert_eq!(statuses(gw.addr, "198.51.100.2").await, 200);
+    assert_eq!(status_for(gw.addr, "198.51.100.1").await, 200);
+    assert_eq!(status_for(gw.addr, "198.51.100.2").await, 200);
     assert_eq!(
-        statuses(gw.addr, "198.51.100.3").await,
+        status_for(gw.addr, "198.51.100.3").await,
         429,
         "one peer, one budget: a forwarded address it sends is not trusted"
     );
@@ -497,11 +497,11 @@ async fn rate_limit_by_client_ip_uses_the_peer_or_a_trusted_forwarded_for() {
         up.addr
     ))
     .await;
-    assert_eq!(statuses(gw.addr, "198.51.100.1, 10.0.0.1").await, 200);
-    assert_eq!(statuses(gw.addr, " 198.51.100.1 ").await, 200);
-    assert_eq!(statuses(gw.addr, "198.51.100.1").await, 429);
+    assert_eq!(status_for(gw.addr, "198.51.100.1, 10.0.0.1").await, 200);
+    assert_eq!(status_for(gw.addr, " 198.51.100.1 ").await, 200);
+    assert_eq!(status_for(gw.addr, "198.51.100.1").await, 429);
     assert_eq!(
-        statuses(gw.addr, "198.51.100.2").await,
+        status_for(gw.addr, "198.51.100.2").await,
         200,
         "another client behind the proxy has its own budget"
     );

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{get, route, send_raw, upstream, TestGateway};
+use common::{get, route, send_raw, upstream, upstream_gauge, TestGateway};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use waygate_test_util::{refused_addr, Behavior, Upstream};
 
@@ -459,13 +459,7 @@ async fn a_drain_closes_parked_connections_at_once() {
 async fn pooled_connections_are_closed_after_pool_idle_timeout_without_traffic() {
     let (_a, gw) = hello_with_admin("", "pool_idle_timeout = \"300ms\"").await;
     let admin = gw.admin.unwrap();
-    let open = || async move {
-        let text = get(admin, "/metrics", &[]).await.text();
-        text.lines()
-            .find_map(|l| l.strip_prefix("waygate_upstream_connections{upstream=\"app\"} "))
-            .and_then(|v| v.trim().parse::<i64>().ok())
-            .expect("upstream connections gauge")
-    };
+    let open = || upstream_gauge(admin, "waygate_upstream_connections");
     assert_eq!(get(gw.addr, "/", &[]).await.status, 200);
     assert_eq!(open().await, 1, "pooled after the request");
     // No request comes to take it: the supervisor closes it within a
@@ -481,16 +475,6 @@ async fn pooled_connections_are_closed_after_pool_idle_timeout_without_traffic()
     assert!(start.elapsed() >= Duration::from_millis(200));
     // And the next request connects anew.
     assert_eq!(get(gw.addr, "/", &[]).await.status, 200);
-}
-
-/// The value of an upstream gauge on `/metrics`.
-async fn upstream_gauge(admin: std::net::SocketAddr, name: &str) -> i64 {
-    let text = get(admin, "/metrics", &[]).await.text();
-    let prefix = format!("{name}{{upstream=\"app\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(prefix.as_str()))
-        .and_then(|v| v.trim().parse::<i64>().ok())
-        .unwrap_or_else(|| panic!("{name} on /metrics"))
 }
 
 #[tokio::test]

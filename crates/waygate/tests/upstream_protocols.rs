@@ -410,13 +410,7 @@ async fn tls_app_with_admin(dir: &Path, addr: SocketAddr) -> TestGateway {
 
 /// `waygate_upstream_connections_parked` of the upstream `app`.
 async fn parked_gauge(admin: SocketAddr) -> i64 {
-    get(admin, "/metrics", &[])
-        .await
-        .text()
-        .lines()
-        .find_map(|l| l.strip_prefix("waygate_upstream_connections_parked{upstream=\"app\"} "))
-        .and_then(|v| v.trim().parse::<i64>().ok())
-        .expect("parked gauge")
+    common::upstream_gauge(admin, "waygate_upstream_connections_parked").await
 }
 
 /// Waits until one connection of `app` is parked, failing after `within`.

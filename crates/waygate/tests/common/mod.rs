@@ -178,6 +178,17 @@ fn config_text(log: &std::path::Path, listener: &str, rest: &str) -> String {
     )
 }
 
+/// The value of a per-upstream gauge `name` for the upstream `app`, read
+/// from `/metrics` on the admin listener.
+pub async fn upstream_gauge(admin: SocketAddr, name: &str) -> i64 {
+    let text = get(admin, "/metrics", &[]).await.text();
+    let prefix = format!("{name}{{upstream=\"app\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .unwrap_or_else(|| panic!("{name} on /metrics"))
+}
+
 /// Sends `GET path` with extra header lines and `Connection: close`, reads
 /// the whole response (bounded by 20 s).
 pub async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> RawResponse {

@@ -5,6 +5,7 @@
 #   bench/cpu-split.sh                 # HTTP/1.1, c=64: nginx vs waygate
 #   H2=1 bench/cpu-split.sh            # h2c, -c64 -m10: HAProxy vs waygate
 #   ROUNDS=5 N=300000 bench/cpu-split.sh
+#   LOAD="--h1 -c 256" bench/cpu-split.sh   # h2load's load options
 #   BIN2=target/pgo/release/waygate bench/cpu-split.sh   # a second build,
 #                                      # interleaved in the same rounds
 #   FEATURES2=1 bench/cpu-split.sh     # a second waygate (BIN2, else BIN)
@@ -69,12 +70,12 @@ if [ "$H2" = 1 ]; then
   peer=haproxy
   taskset -c 0 haproxy -db -f "$W/haproxy.cfg" & peer_pid=$!
   peer_url=http://127.0.0.1:9311/
-  load=(-c 64 -m 10)
+  read -ra load <<< "${LOAD:--c 64 -m 10}"
 else
   peer=nginx
   taskset -c 0 nginx -c "$W/proxy.conf" & peer_pid=$!
   peer_url=http://127.0.0.1:9310/
-  load=(--h1 -c 64)
+  read -ra load <<< "${LOAD:---h1 -c 64}"
 fi
 pids+=($peer_pid)
 taskset -c 0 "$BIN" --log-level warn run --config "$W/waygate.toml" --workers 1 >"$W/waygate.log" 2>&1 &

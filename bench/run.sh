@@ -6,6 +6,7 @@
 #   RUNS=5 bench/run.sh
 #   WAYGATE_WORKERS=2 bench/run.sh     # waygate with two worker threads
 #   PGO=1 bench/run.sh                 # the profile-guided build (bench/pgo.sh)
+#   PGO=1 BOLT=1 bench/run.sh          # the same, its code laid out by BOLT
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 rig="$root/../shared/bench/proxy-bench.sh"
@@ -15,6 +16,9 @@ rig="$root/../shared/bench/proxy-bench.sh"
 if [ "${PGO:-0}" = 1 ]; then
   env -u OUT_DIR "$root/bench/pgo.sh"
   export WAYGATE_BIN="$root/target/pgo/release/waygate"
+  if [ "${BOLT:-0}" = 1 ]; then
+    export WAYGATE_BIN="$root/target/pgo/release/waygate-bolt"
+  fi
 else
   env -u OUT_DIR cargo build --release --manifest-path "$root/Cargo.toml" -p waygate
 fi

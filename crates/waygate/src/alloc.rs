@@ -16,10 +16,11 @@ use std::alloc::{GlobalAlloc, Layout};
 
 use libmimalloc_sys as mi;
 
-/// The alignment every mimalloc block of at least this many bytes has: on
-/// 64-bit targets blocks of more than 8 bytes come in multiples of 16 bytes
-/// from a 16-byte aligned page start (`MI_MAX_ALIGN_SIZE`).
-const NATURAL_ALIGN: usize = 16;
+/// The alignment every mimalloc block of at least this many bytes has:
+/// two machine words. Its size classes above one word are multiples of two
+/// words (16 bytes on 64-bit targets, `MI_MAX_ALIGN_SIZE`), laid out from a
+/// 16-byte aligned page start.
+const NATURAL_ALIGN: usize = 2 * std::mem::size_of::<usize>();
 
 /// mimalloc, without its aligned entry points for ordinary alignments.
 pub(crate) struct Mimalloc;

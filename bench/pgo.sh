@@ -25,7 +25,7 @@ BOLT="${BOLT:-0}"
 bolt_bin() { command -v "llvm-$1-19" || command -v "llvm-$1" || ls /usr/lib/llvm-*/bin/"llvm-$1" 2>/dev/null | tail -1; }
 if [[ "$BOLT" == 1 ]]; then
   # Resolved: BOLT finds its instrumentation runtime beside its real path.
-  LLVM_BOLT="$(readlink -f "$(bolt_bin bolt)")"
+  LLVM_BOLT="$(readlink -f "$(bolt_bin bolt)" || true)"
   [[ -x "$LLVM_BOLT" ]] || { echo "bench/pgo.sh: llvm-bolt not found (Debian 12: apt-get install bolt-19)" >&2; exit 2; }
   MERGE_FDATA="$(dirname "$(readlink -f "$LLVM_BOLT")")/merge-fdata"
 fi

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Where a proxied request's CPU goes: user space (the proxy's own code) and
 # kernel (sockets, loopback TCP, wake-ups), read from /proc/PID/stat of each
-# proxy while it serves the same load, in interleaved rounds.
+# proxy while it serves the same load, in interleaved rounds; and each
+# proxy's peak RSS over the whole run (VmHWM).
 #   bench/cpu-split.sh                 # HTTP/1.1, c=64: nginx vs waygate
 #   H2=1 bench/cpu-split.sh            # h2c, -c64 -m10: HAProxy vs waygate
 #   ROUNDS=5 N=300000 bench/cpu-split.sh
@@ -130,5 +131,8 @@ if "waygate2" in med:
     ratio("waygate2", peer)
     ratio("waygate2", "waygate")
 PY
+# Peak resident memory over the whole run (warm-up and all rounds).
+hwm() { awk '/^VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+echo "peak RSS MB: $peer $(hwm "$peer_pid"), waygate $(hwm "$wg")$([ -n "$BIN2" ] && echo ", waygate2 $(hwm "$wg2")")"
 [ -n "$BIN2" ] && echo "# waygate: $BIN, waygate2: $BIN2$([ "$FEATURES2" = 1 ] && echo ' with the features on')"
 echo "# raw rounds: $W/results"

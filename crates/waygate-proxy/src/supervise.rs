@@ -19,9 +19,14 @@ use waygate_upstream::{ServerSet, ServerState};
 use crate::pool::Server;
 use crate::runtime::{Members, Runtime, Upstream};
 
-/// How often idle pooled connections are checked for expiry: an idle
-/// connection lives at most this much past `pool_idle_timeout`.
-const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// How often idle pooled connections are checked for expiry (an idle
+/// connection lives at most this much past `pool_idle_timeout`) and for
+/// parking (`pool::PARK_AFTER`, 250 ms): after a burst, its pooled
+/// connections give their hyper state back within half a second (within
+/// up to 1.25 s when this ran once a second), in time for the binary's
+/// quiet-time purge to return that memory to the OS (BENCHMARKS.md,
+/// "Idle keep-alive connections").
+const SWEEP_EVERY: Duration = Duration::from_millis(250);
 
 /// Longest wait for one DNS answer.
 const DNS_TIMEOUT: Duration = Duration::from_secs(5);

@@ -29,8 +29,10 @@ use rustix::time::{clock_gettime, ClockId};
 const EVERY: Duration = Duration::from_millis(250);
 
 /// CPU time per pass below which the process counts as quiet: 1 % of a
-/// core. The parking of idle connections (client and upstream) still runs
-/// then; a request now and then stays well below it.
+/// core. An idle gateway's timers and a request now and then stay below
+/// it; serving load does not. A forced pass that itself takes longer (much
+/// to give back) counts as busy and restarts the count, so forcing goes
+/// on until there is little left to give back.
 const QUIET_CPU: Duration = Duration::from_micros(2_500);
 
 /// Forced passes after the process goes quiet: the parking that follows a

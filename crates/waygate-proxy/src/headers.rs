@@ -205,6 +205,50 @@ fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<Vec<u8>> {
     out
 }
 
+/// Moves an HTTP/1 request head's header values and origin-form target
+/// out of hyper's read buffer into one block of their own.
+///
+/// hyper's HTTP/1 server reads again as soon as it has handed a request
+/// over (to notice a client that goes away), and that read needs a fresh
+/// 8 KiB buffer whenever the last one is still shared with the headers it
+/// parsed, which is the case while the request is in flight. Detached, the
+/// buffer is free again and hyper reuses it: one 8 KiB allocation less per
+/// request, and one buffer per idle-or-busy connection instead of two.
+pub(crate) fn detach_head<B>(req: &mut http::Request<B>) {
+    let uri = req.uri();
+    let target = match (uri.scheme(), uri.authority(), uri.path_and_query()) {
+        (None, None, Some(pq)) => pq.as_str().len(),
+        _ => 0,
+    };
+    let values: usize = req.headers().values().map(HeaderValue::len).sum();
+    if values + target == 0 {
+        return;
+    }
+    let mut buf = bytes::BytesMut::with_capacity(values + target);
+    for v in req.headers().values() {
+        buf.extend_from_slice(v.as_bytes());
+    }
+    if let Some(pq) = req.uri().path_and_query().filter(|_| target > 0) {
+        buf.extend_from_slice(pq.as_str().as_bytes());
+    }
+    let buf = buf.freeze();
+    let mut at = 0;
+    for v in req.headers_mut().values_mut() {
+        let n = v.len();
+        // The same bytes, already checked by hyper: this cannot fail.
+        if let Ok(mut copy) = HeaderValue::from_maybe_shared(buf.slice(at..at + n)) {
+            copy.set_sensitive(v.is_sensitive());
+            *v = copy;
+        }
+        at += n;
+    }
+    if target > 0 {
+        if let Ok(copy) = http::Uri::from_maybe_shared(buf.slice(at..)) {
+            *req.uri_mut() = copy;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,5 +359,52 @@ mod tests {
         assert!(is_trusted(&trusted, "::ffff:10.0.0.1".parse().unwrap()));
         assert!(is_trusted(&trusted, "::1".parse().unwrap()));
         assert!(!is_trusted(&trusted, "11.0.0.1".parse().unwrap()));
+    }
+
+    /// A request as hyper's HTTP/1 server makes it: every header value and
+    /// the target are slices of one buffer.
+    fn parsed(head: &str, target: &str) -> (http::Request<()>, bytes::Bytes) {
+        let buf = bytes::Bytes::from(format!("{target}{head}"));
+        let mut req = http::Request::new(());
+        *req.uri_mut() = http::Uri::from_maybe_shared(buf.slice(..target.len())).unwrap();
+        let mut at = target.len();
+        for (i, v) in head.split('|').enumerate() {
+            let value = HeaderValue::from_maybe_shared(buf.slice(at..at + v.len())).unwrap();
+            let name = HeaderName::from_bytes(format!("x-h{i}").as_bytes()).unwrap();
+            req.headers_mut().append(name, value);
+            at += v.len() + 1;
+        }
+        (req, buf)
+    }
+
+    #[test]
+    fn a_detached_head_keeps_its_bytes_and_frees_the_read_buffer() {
+        let (mut req, buf) = parsed("example.test|curl/8|secret|a, b", "/p/q?x=1&y=%20");
+        req.headers_mut()
+            .get_mut("x-h2")
+            .unwrap()
+            .set_sensitive(true);
+        let before = req.headers().clone();
+        detach_head(&mut req);
+        assert_eq!(req.headers(), &before);
+        assert!(req.headers()["x-h2"].is_sensitive());
+        assert!(!req.headers()["x-h0"].is_sensitive());
+        assert_eq!(req.uri(), "/p/q?x=1&y=%20");
+        assert_eq!(req.uri().query(), Some("x=1&y=%20"));
+        drop(before);
+        // Nothing refers to the parse buffer any more: hyper can reuse it.
+        assert!(buf.is_unique());
+    }
+
+    #[test]
+    fn an_absolute_target_is_kept_as_it_was() {
+        let (mut req, buf) = parsed("example.test", "http://example.test/a?b");
+        detach_head(&mut req);
+        assert_eq!(req.uri(), "http://example.test/a?b");
+        assert_eq!(req.headers()["x-h0"], "example.test");
+        // The target still shares the buffer; the headers no longer do.
+        assert!(!buf.is_unique());
+        *req.uri_mut() = http::Uri::from_static("/");
+        assert!(buf.is_unique());
     }
 }

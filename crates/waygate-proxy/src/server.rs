@@ -709,7 +709,12 @@ impl hyper::service::Service<Request<Incoming>> for GatewayService {
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
 
-    fn call(&self, req: Request<Incoming>) -> Self::Future {
+    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+        // Before anything clones a header or the target (and before hyper's
+        // next read, which runs right after this returns).
+        if req.version() <= http::Version::HTTP_11 {
+            crate::headers::detach_head(&mut req);
+        }
         // The record (and the in-flight count) starts here, synchronously,
         // so a request whose future is dropped unpolled is still logged.
         let start = Instant::now();

@@ -216,10 +216,11 @@ fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<Vec<u8>> {
 /// request, and one buffer per idle-or-busy connection instead of two.
 pub(crate) fn detach_head<B>(req: &mut http::Request<B>) {
     let uri = req.uri();
-    let target = match (uri.scheme(), uri.authority(), uri.path_and_query()) {
-        (None, None, Some(pq)) => pq.as_str().len(),
-        _ => 0,
+    let origin_form = match (uri.scheme(), uri.authority(), uri.path_and_query()) {
+        (None, None, Some(pq)) => Some(pq.as_str()),
+        _ => None,
     };
+    let target = origin_form.map_or(0, str::len);
     let values: usize = req.headers().values().map(HeaderValue::len).sum();
     if values + target == 0 {
         return;
@@ -228,8 +229,8 @@ pub(crate) fn detach_head<B>(req: &mut http::Request<B>) {
     for v in req.headers().values() {
         buf.extend_from_slice(v.as_bytes());
     }
-    if let Some(pq) = req.uri().path_and_query().filter(|_| target > 0) {
-        buf.extend_from_slice(pq.as_str().as_bytes());
+    if let Some(t) = origin_form {
+        buf.extend_from_slice(t.as_bytes());
     }
     let buf = buf.freeze();
     let mut at = 0;

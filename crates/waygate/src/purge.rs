@@ -16,7 +16,7 @@
 //! back at once instead of after the delay, so the memory of a burst is
 //! back within about half a second of the burst's end. With 10,000 idle
 //! connections, 1 s after the burst that opened them, the gateway held
-//! 30–31 MB instead of 31–62 (`bench/idle.sh`). Shortening mimalloc's delay
+//! 29.9–31.4 MB instead of 31–62 (`bench/idle.sh`). Shortening mimalloc's delay
 //! instead (`purge_delay` 100 ms) did the same when idle, but cost 7–18 %
 //! more CPU per request at 256 connections, where freed ranges are purged
 //! and faulted in again.

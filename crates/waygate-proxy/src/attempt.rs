@@ -240,6 +240,7 @@ pub(crate) async fn run(
             std::mem::replace(parts, empty_parts())
         };
         let upload = body.upload();
+        conn.set_quiet(upload.is_none());
         let req = Request::from_parts(head, body.take());
         match send(&mut conn, req, sent_at, upstream, upload.as_deref()).await {
             Ok(resp) => {

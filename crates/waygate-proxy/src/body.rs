@@ -554,7 +554,11 @@ impl Body for ProxyBody {
             }
             return Poll::Ready(Some(Ok(frame)));
         }
-        match Pin::new(&mut s.body).poll_frame(cx) {
+        let polled = match &mut s.conn {
+            Some(conn) => conn.poll_body(&mut s.body, cx),
+            None => Pin::new(&mut s.body).poll_frame(cx),
+        };
+        match polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(idle) = &mut s.idle {
                     idle.as_mut().reset(Instant::now() + s.idle_timeout);

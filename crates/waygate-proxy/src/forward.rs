@@ -16,7 +16,6 @@ use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, Response, Uri, Version};
 use http_body::Body as _;
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use waygate_config::{HashKey, UpstreamProtocol};
 use waygate_core::{Cause, GatewayError, RequestId, Side};
@@ -891,7 +890,8 @@ async fn respond(
     // a truncated success.
     let mut first = None;
     if !body.is_end_stream() {
-        match tokio::time::timeout(upstream.head_hold, body.frame()).await {
+        let frame = std::future::poll_fn(|cx| conn.poll_body(&mut body, cx));
+        match tokio::time::timeout(upstream.head_hold, frame).await {
             Ok(Some(Ok(frame))) => first = Some(frame),
             Ok(Some(Err(e))) => {
                 conn.close();

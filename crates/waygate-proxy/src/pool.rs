@@ -3,20 +3,24 @@
 //! bounded, lock-free pool of idle keep-alive connections per server for
 //! HTTP/1.1, and one shared multiplexed connection per server for HTTP/2.
 
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::AtomicI64;
-use std::sync::{Arc, OnceLock, Weak};
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
+use bytes::Bytes;
 use crossbeam_queue::{ArrayQueue, SegQueue};
 use http::{Request, Response};
+use http_body::{Body as _, Frame};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2, TrySendError};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
@@ -48,9 +52,9 @@ pub(crate) const HYPER_MAX_HEADERS: usize = 100;
 const KEEPALIVE_MARGIN: Duration = Duration::from_millis(500);
 
 /// A pooled HTTP/1.1 connection (plain or TLS) idle this long is parked at the
-/// next sweep: hyper's connection (its two 8 KiB buffers, its state, its
-/// task: about 28 KB) ends, and the pool keeps the bare socket until a
-/// request takes it or its idle time is over. Like the client side's
+/// next sweep: hyper's connection (its two 8 KiB buffers and its state,
+/// about 26 KB) ends, and the pool keeps the bare socket until a request
+/// takes it or its idle time is over. Like the client side's
 /// parking (`client_io`), for the memory a burst leaves behind.
 const PARK_AFTER: Duration = Duration::from_millis(250);
 
@@ -115,29 +119,119 @@ pub(crate) struct Server {
 #[derive(Debug)]
 struct Idle {
     tx: http1::SendRequest<UpstreamBody>,
-    task: AbortHandle,
+    link: Link,
     expires: Instant,
     /// When it was pooled.
     since: Instant,
-    /// Set (to the idle deadline) to have the connection's task park the
-    /// socket when the connection ends; `None` if it cannot be parked (able
-    /// to switch protocols).
-    park: Option<Arc<OnceLock<Instant>>>,
 }
+
+/// What drives an HTTP/1.1 connection's I/O.
+enum Link {
+    /// Its own task, for a connection able to switch protocols (a 101 hands
+    /// the socket to the tunnel while the task runs). Aborting the task
+    /// closes the socket and drops whatever request body it still holds.
+    Task(#[allow(dead_code)] AbortOnDrop), // held for its `Drop`
+    /// No task: the request using the connection polls it, in the request's
+    /// own task, together with its response future and then its response
+    /// body; while it is pooled, the pool's sweep polls it (with a no-op
+    /// waker) to see whether the server closed it. So a request's bytes
+    /// cross no task boundary on their way in and out, and an idle
+    /// connection has no task. Dropping it closes the socket.
+    Inline(Box<dyn Drive>),
+}
+
+/// A connection task's handle that aborts the task when dropped.
+struct AbortOnDrop(AbortHandle);
+
+/// An HTTP/1.1 connection polled in place (see [`Link::Inline`]).
+trait Drive: Send {
+    /// Polls the connection; `Ready` once it has ended (the server closed
+    /// it, it failed, or its request half was dropped while idle), and on
+    /// every poll after that.
+    fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<()>;
+
+    /// Whether it has ended (as last polled).
+    fn ended(&self) -> bool;
+
+    /// The socket of a connection that ended cleanly with nothing unread,
+    /// fit for parking, and its guard.
+    fn into_parked(self: Box<Self>) -> Option<(ParkedIo, Guard)>;
+
+    /// Closes an ended connection as hyper would have: a FIN, after a TLS
+    /// close_notify (in a small task, bounded); one that failed or is still
+    /// open is just dropped.
+    fn finish(self: Box<Self>);
+}
+
+/// The socket types an upstream HTTP/1.1 connection runs over.
+pub(crate) trait UpstreamIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// This socket as a parked one, if it can be parked.
+    fn into_parked(self) -> Option<ParkedIo>;
+}
+
+struct Inline<S: UpstreamIo> {
+    conn: Conn<S>,
+    /// The connection counts against the upstream's limit while open.
+    guard: Guard,
+    label: Arc<str>,
+}
+
+/// An inline connection's state. Boxed as a whole (in `Link::Inline`), and
+/// open for almost all of its life: the small variants waste nothing.
+#[allow(clippy::large_enum_variant)]
+enum Conn<S: UpstreamIo> {
+    Open(http1::Connection<TokioIo<TaskIo<S>>, UpstreamBody>),
+    /// Ended cleanly with nothing unread: hyper's connection (and with it
+    /// the queue of requests it had not taken, handed back unsent) is gone;
+    /// the socket is kept for parking or a graceful close.
+    Ended(S),
+    /// Ended by an error, or with bytes unread: the socket is closed.
+    Closed,
+}
+
+/// A socket whose readiness wakes the request driving its connection
+/// quietly (see [`drive_quiet`]), whatever waker hyper polls it with.
+struct TaskIo<S>(S);
+
+thread_local! {
+    /// The waker of the request driving an inline connection quietly on
+    /// this thread, while `QUIET` is set (kept after, so that the next
+    /// call from the same task need not clone it again).
+    static DRIVER: RefCell<Option<Waker>> = const { RefCell::new(None) };
+    /// A quiet drive is in progress on this thread.
+    static QUIET: Cell<bool> = const { Cell::new(false) };
+    /// Set when [`FLAG`] is woken.
+    static WOKEN: Cell<bool> = const { Cell::new(false) };
+    /// The waker hyper's connection sees while driven quietly.
+    static FLAG: Waker = Waker::from(Arc::new(Flag));
+}
+
+/// Records a wake-up in [`WOKEN`].
+struct Flag;
+
+/// An open upstream connection's permit and its place in the gauge.
+type Guard = (ConnPermit, Gauged);
 
 /// A parked connection: the socket, still counted as open.
 #[derive(Debug)]
 struct Parked {
     stream: ParkedIo,
-    guard: (ConnPermit, Gauged),
+    guard: Guard,
     expires: Instant,
     _parked: Gauged,
 }
 
 impl Idle {
     /// Closed by the server, or idle past its time: not to be used.
-    fn expired(&self, now: Instant) -> bool {
-        self.tx.is_closed() || now >= self.expires
+    /// Without `poll`, an inline connection's close is not looked for: the
+    /// request it is checked out for finds it on its first poll, which
+    /// then hands the request back unsent, for a fresh connection.
+    fn expired(&mut self, now: Instant, poll: bool) -> bool {
+        if poll {
+            // No syscall unless the socket became readable.
+            self.link.poll_idle();
+        }
+        self.link.ended() || self.tx.is_closed() || now >= self.expires
     }
 }
 
@@ -150,22 +244,22 @@ struct H2Conn {
 #[derive(Debug)]
 pub(crate) struct PooledConn {
     pub(crate) tx: Sender,
-    /// The task driving an HTTP/1.1 connection: aborting it closes the
-    /// socket and drops whatever request body it still holds. `None` for
-    /// HTTP/2, whose connection is shared and never closed for one stream.
-    task: Option<AbortHandle>,
-    /// See `Idle::park`.
-    park: Option<Arc<OnceLock<Instant>>>,
+    /// What drives an HTTP/1.1 connection; `None` for HTTP/2, whose
+    /// connection is shared and never closed for one stream.
+    link: Option<Link>,
     server: Arc<Server>,
     /// Came from the pool (as opposed to freshly connected).
     pub(crate) reused: bool,
     /// The server's own idle timeout, from its `Keep-Alive: timeout=N`.
     pub(crate) server_keepalive: Option<Duration>,
+    /// An inline connection is driven quietly ([`drive_quiet`]) for the
+    /// current exchange: its request body is complete.
+    quiet: bool,
 }
 
 /// A parked socket: plain, or TLS with its session.
 #[derive(Debug)]
-enum ParkedIo {
+pub(crate) enum ParkedIo {
     Tcp(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
 }
@@ -209,33 +303,34 @@ impl Server {
             }
             return Some(PooledConn {
                 tx: Sender::H2(c.tx.clone()),
-                task: None,
-                park: None,
+                link: None,
                 server: self.clone(),
                 reused: true,
                 server_keepalive: None,
+                quiet: false,
             });
         }
         let now = Instant::now();
-        while let Some(idle) = self.idle.pop() {
-            if idle.expired(now) {
-                idle.task.abort();
+        while let Some(mut idle) = self.idle.pop() {
+            if idle.expired(now, false) {
                 continue;
             }
             if idle.tx.is_ready() {
                 return Some(PooledConn {
                     tx: Sender::H1(idle.tx),
-                    task: Some(idle.task),
-                    park: idle.park,
+                    link: Some(idle.link),
                     server: self.clone(),
                     reused: true,
                     server_keepalive: None,
+                    quiet: false,
                 });
             }
-            // Not ready yet (its previous exchange is still settling): give
-            // it back and open a fresh one rather than wait.
-            if let Err(idle) = self.idle.push(idle) {
-                idle.task.abort();
+            // Not ready yet (its previous exchange is still settling in its
+            // task): give it back and open a fresh one rather than wait. An
+            // inline connection is only pooled ready, so one that is not
+            // has gone wrong: it is closed.
+            if matches!(idle.link, Link::Task(_)) {
+                let _ = self.idle.push(idle);
             }
             return None;
         }
@@ -262,9 +357,8 @@ impl Server {
         None
     }
 
-    /// Takes a parked socket (called by the connection's task as its
-    /// hyper connection ends); a full pool closes it.
-    fn park(&self, stream: ParkedIo, guard: (ConnPermit, Gauged), expires: Instant) {
+    /// Takes a parked socket; a full pool closes it.
+    fn park(&self, stream: ParkedIo, guard: Guard, expires: Instant) {
         if self.parked.len() >= self.settings.max_idle.max(1) {
             return;
         }
@@ -286,24 +380,24 @@ impl Server {
     pub(crate) fn sweep(&self) {
         let now = Instant::now();
         for _ in 0..self.idle.len() {
-            let Some(idle) = self.idle.pop() else {
+            let Some(mut idle) = self.idle.pop() else {
                 break;
             };
-            if idle.expired(now) {
-                idle.task.abort();
+            if idle.expired(now, true) {
                 continue;
             }
-            if let Some(park) = &idle.park {
-                if now.saturating_duration_since(idle.since) >= PARK_AFTER {
-                    // Dropping the request half ends hyper's connection;
-                    // its task then hands the socket to `park`.
-                    let _ = park.set(idle.expires);
+            if now.saturating_duration_since(idle.since) >= PARK_AFTER {
+                if let Link::Inline(drive) = idle.link {
+                    // Without its request half, hyper's connection ends at
+                    // its next poll, leaving the socket.
+                    drop(idle.tx);
+                    if let Some((stream, guard)) = end_idle(drive) {
+                        self.park(stream, guard, idle.expires);
+                    }
                     continue;
                 }
             }
-            if let Err(idle) = self.idle.push(idle) {
-                idle.task.abort();
-            }
+            let _ = self.idle.push(idle);
         }
         for _ in 0..self.parked.len() {
             let Some(p) = self.parked.pop() else {
@@ -322,8 +416,7 @@ impl Server {
     fn put(
         &self,
         tx: http1::SendRequest<UpstreamBody>,
-        task: AbortHandle,
-        park: Option<Arc<OnceLock<Instant>>>,
+        link: Link,
         server_keepalive: Option<Duration>,
     ) {
         if tx.is_closed() {
@@ -334,21 +427,17 @@ impl Server {
             ttl = ttl.min(ka.saturating_sub(KEEPALIVE_MARGIN));
         }
         if ttl.is_zero() {
-            task.abort();
             return;
         }
         let now = Instant::now();
         let idle = Idle {
             tx,
-            task,
+            link,
             expires: now + ttl,
             since: now,
-            park,
         };
-        if let Err(full) = self.idle.push(idle) {
-            // A full pool closes the connection.
-            full.task.abort();
-        }
+        // A full pool closes the connection.
+        let _ = self.idle.push(idle);
         self.released.notify_one();
     }
 
@@ -428,17 +517,14 @@ impl Server {
         }
     }
 
-    /// The HTTP handshake over an established stream; the connection's task
+    /// The HTTP handshake over an established stream; the connection
     /// holds `guard` (its permit and its count) while it is open.
-    async fn handshake<S>(
+    async fn handshake<S: UpstreamIo>(
         self: &Arc<Self>,
         stream: S,
-        guard: (ConnPermit, Gauged),
+        guard: Guard,
         upgrades: bool,
-    ) -> Result<PooledConn, GatewayError>
-    where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    {
+    ) -> Result<PooledConn, GatewayError> {
         if self.settings.protocol != UpstreamProtocol::Http1 {
             let max_header_size = self.settings.max_header_size;
             let (tx, conn) = http2::Builder::new(TokioExecutor::new())
@@ -457,29 +543,27 @@ impl Server {
             self.h2.store(Some(Arc::new(H2Conn { tx: tx.clone() })));
             return Ok(PooledConn {
                 tx: Sender::H2(tx),
-                task: None,
-                park: None,
+                link: None,
                 server: self.clone(),
                 reused: false,
                 server_keepalive: None,
+                quiet: false,
             });
         }
         self.start_h1(stream, guard, upgrades)
     }
 
-    /// Starts an HTTP/1.1 connection over `stream` and its task. With
-    /// `upgrades`, the connection can switch protocols (a 101 answer hands
-    /// the socket to the tunnel); without, over plain TCP or TLS, it can be
-    /// parked when it has been idle for a while (see `PARK_AFTER`).
-    fn start_h1<S>(
+    /// Starts an HTTP/1.1 connection over `stream`. With `upgrades`, the
+    /// connection can switch protocols (a 101 answer hands the socket to the
+    /// tunnel) and runs in its own task; without, it is polled inline (see
+    /// [`Link::Inline`]) and can be parked when it has been idle for a while
+    /// (see `PARK_AFTER`).
+    fn start_h1<S: UpstreamIo>(
         self: &Arc<Self>,
         stream: S,
-        guard: (ConnPermit, Gauged),
+        guard: Guard,
         upgrades: bool,
-    ) -> Result<PooledConn, GatewayError>
-    where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    {
+    ) -> Result<PooledConn, GatewayError> {
         let mut builder = http1::Builder::new();
         // Reads grow adaptively up to this size while a body streams
         // (bigger reads: fewer syscalls for large responses); the head
@@ -495,61 +579,37 @@ impl Server {
         }
         // HTTP/1.1 has no handshake: hyper's future only builds the
         // connection, ready at its first poll.
-        let handshake = std::pin::pin!(builder.handshake(TokioIo::new(stream)));
+        let handshake = std::pin::pin!(builder.handshake(TokioIo::new(TaskIo(stream))));
         let (tx, conn) = match handshake.poll(&mut Context::from_waker(std::task::Waker::noop())) {
             Poll::Ready(Ok(c)) => c,
             Poll::Ready(Err(e)) => return Err(self.handshake_failed(e)),
             Poll::Pending => return Err(self.handshake_failed("not ready at once")),
         };
-        let label = self.label.clone();
-        let io = std::any::TypeId::of::<S>();
-        let parkable = !upgrades
-            && (io == std::any::TypeId::of::<TcpStream>()
-                || io == std::any::TypeId::of::<TlsStream<TcpStream>>());
-        let park = parkable.then(|| Arc::new(OnceLock::new()));
-        let task = if !parkable {
-            tokio::spawn(async move {
+        let link = if upgrades {
+            let label = self.label.clone();
+            let task = tokio::spawn(async move {
                 // The connection counts against the upstream's limit while open.
                 let _guard = guard;
                 // An upgraded connection (101) ends here and lives on as a tunnel.
                 if let Err(e) = conn.with_upgrades().await {
                     tracing::debug!(server = %label, error = %e, "upstream connection ended with an error");
                 }
-            })
+            });
+            Link::Task(AbortOnDrop(task.abort_handle()))
         } else {
-            let server = Arc::downgrade(self);
-            let park = park.clone();
-            tokio::spawn(async move {
-                match conn.without_shutdown().await {
-                    Ok(parts) => {
-                        let parking = park.as_ref().and_then(|p| p.get().copied());
-                        let mut io = parts.io.into_inner();
-                        if let (Some(expires), true) = (parking, parts.read_buf.is_empty()) {
-                            park_socket(&server, io, guard, expires);
-                        } else {
-                            // Closed as hyper would have: a FIN, after a
-                            // TLS close_notify.
-                            let _ = tokio::time::timeout(
-                                READY_WAIT,
-                                tokio::io::AsyncWriteExt::shutdown(&mut io),
-                            )
-                            .await;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::debug!(server = %label, error = %e, "upstream connection ended with an error");
-                    }
-                }
-            })
-        }
-        .abort_handle();
+            Link::Inline(Box::new(Inline {
+                conn: Conn::Open(conn),
+                guard,
+                label: self.label.clone(),
+            }))
+        };
         Ok(PooledConn {
             tx: Sender::H1(tx),
-            task: Some(task),
-            park,
+            link: Some(link),
             server: self.clone(),
             reused: false,
             server_keepalive: None,
+            quiet: false,
         })
     }
 
@@ -585,31 +645,13 @@ impl Server {
     }
 }
 
-/// Hands a connection's socket (plain or TLS) to its server's parked
-/// queue, if the server (pool) still exists.
-fn park_socket<S: Send + 'static>(
-    server: &Weak<Server>,
-    stream: S,
-    guard: (ConnPermit, Gauged),
-    expires: Instant,
-) {
-    let Some(server) = server.upgrade() else {
-        return;
-    };
-    let stream: Box<dyn std::any::Any + Send> = Box::new(stream);
-    let stream = match stream.downcast::<TcpStream>() {
-        Ok(tcp) => ParkedIo::Tcp(*tcp),
-        Err(other) => match other.downcast::<TlsStream<TcpStream>>() {
-            // Decrypted bytes rustls still holds would not show in the
-            // socket's readiness: such a connection is not parked.
-            Ok(mut tls) => match tls.get_mut().1.process_new_packets() {
-                Ok(state) if state.plaintext_bytes_to_read() == 0 => ParkedIo::Tls(tls),
-                _ => return,
-            },
-            Err(_) => return,
-        },
-    };
-    server.park(stream, guard, expires);
+/// Ends an idle inline connection whose request half is gone, for its
+/// socket and guard; `None` (the connection is then closed) if it does not
+/// end at once or cannot be parked.
+fn end_idle(mut drive: Box<dyn Drive>) -> Option<(ParkedIo, Guard)> {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    drive.poll_drive(&mut cx).is_ready().then_some(())?;
+    drive.into_parked()
 }
 
 /// Whether a parked socket is still open: not closed by the server, and
@@ -634,33 +676,48 @@ fn still_open(stream: &ParkedIo) -> bool {
 impl PooledConn {
     /// Gives the connection back to its server's pool once its exchange is
     /// over. If hyper has not yet marked it ready for the next request, a
-    /// small task waits (bounded) for that before pooling it.
+    /// small task waits (bounded) for that, driving an inline connection
+    /// meanwhile, before pooling it.
     pub(crate) fn release(self) {
         let PooledConn {
             tx,
-            task,
-            park,
+            link,
             server,
             server_keepalive,
+            quiet,
             ..
         } = self;
-        let (Sender::H1(tx), Some(task)) = (tx, task) else {
+        let (Sender::H1(mut tx), Some(mut link)) = (tx, link) else {
             // An HTTP/2 stream: the connection stays shared.
             return;
         };
+        // Quietly driven and ready, it has registered only the request's
+        // waker on its socket (see `drive_quiet`). Otherwise it is polled
+        // once more without a waker: that settles the exchange just over,
+        // and from then on it wakes nobody until a request polls it again.
+        if !(quiet && tx.is_ready()) {
+            link.poll_idle();
+        }
+        if link.ended() {
+            link.finish();
+            return;
+        }
         if tx.is_ready() {
-            server.put(tx, task, park, server_keepalive);
+            server.put(tx, link, server_keepalive);
             return;
         }
         if tx.is_closed() {
             return;
         }
         tokio::spawn(async move {
-            let mut tx = tx;
-            if let Ok(Ok(())) = tokio::time::timeout(READY_WAIT, tx.ready()).await {
-                server.put(tx, task, park, server_keepalive);
-            } else {
-                task.abort();
+            let ready = std::future::poll_fn(|cx| {
+                if link.poll(cx).is_ready() {
+                    return Poll::Ready(false);
+                }
+                tx.poll_ready(cx).map(|r| r.is_ok())
+            });
+            if let Ok(true) = tokio::time::timeout(READY_WAIT, ready).await {
+                server.put(tx, link, server_keepalive);
             }
         });
     }
@@ -668,9 +725,38 @@ impl PooledConn {
     /// Closes the connection now: after a failed or timed-out exchange its
     /// state is unknown, and it may hold the client's request body.
     pub(crate) fn close(self) {
-        if let Some(task) = self.task {
-            task.abort();
+        drop(self.link);
+    }
+
+    /// Drives the exchange quietly (see [`drive_quiet`]) if `complete`:
+    /// the request's body is buffered or empty.
+    pub(crate) fn set_quiet(&mut self, complete: bool) {
+        self.quiet = complete;
+    }
+
+    /// Polls `body`, this connection's response body. An inline connection
+    /// is driven first if the body has nothing yet: it reads the body (and
+    /// writes what is left of the request's) only when the request polls it.
+    pub(crate) fn poll_body(
+        &mut self,
+        body: &mut Incoming,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let Some(link @ Link::Inline(_)) = &mut self.link else {
+            return Pin::new(body).poll_frame(cx);
+        };
+        if !self.quiet {
+            let _ = link.poll(cx);
+            return Pin::new(body).poll_frame(cx);
         }
+        // Data reaches the body only from the connection, driven here: no
+        // waker of the body's is needed.
+        let mut noop = Context::from_waker(Waker::noop());
+        if let Poll::Ready(frame) = Pin::new(&mut *body).poll_frame(&mut noop) {
+            return Poll::Ready(frame);
+        }
+        let _ = drive_quiet(link, cx);
+        Pin::new(body).poll_frame(&mut noop)
     }
 
     /// Sends a request; it is handed back untouched if the connection could
@@ -680,10 +766,12 @@ impl PooledConn {
     pub(crate) fn send(
         &mut self,
         req: Request<UpstreamBody>,
-    ) -> Sending<impl Future<Output = SendResult>, impl Future<Output = SendResult>> {
+    ) -> Sending<'_, impl Future<Output = SendResult>, impl Future<Output = SendResult>> {
         match &mut self.tx {
             Sender::H1(tx) => Sending::H1 {
                 fut: tx.try_send_request(req),
+                link: self.link.as_mut(),
+                quiet: self.quiet,
             },
             Sender::H2(tx) => Sending::H2 {
                 fut: tx.try_send_request(req),
@@ -695,15 +783,16 @@ impl PooledConn {
 pub(crate) type SendResult = Result<Response<Incoming>, TrySendError<Request<UpstreamBody>>>;
 
 pin_project_lite::pin_project! {
-    /// The response of [`PooledConn::send`], from either kind of connection.
+    /// The response of [`PooledConn::send`], from either kind of connection;
+    /// an inline HTTP/1.1 connection is driven while it is awaited.
     #[project = SendingProj]
-    pub(crate) enum Sending<A, B> {
-        H1 { #[pin] fut: A },
+    pub(crate) enum Sending<'a, A, B> {
+        H1 { #[pin] fut: A, link: Option<&'a mut Link>, quiet: bool },
         H2 { #[pin] fut: B },
     }
 }
 
-impl<A, B> Future for Sending<A, B>
+impl<A, B> Future for Sending<'_, A, B>
 where
     A: Future<Output = SendResult>,
     B: Future<Output = SendResult>,
@@ -712,8 +801,239 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<SendResult> {
         match self.project() {
-            SendingProj::H1 { fut } => fut.poll(cx),
+            SendingProj::H1 { fut, link, quiet } => {
+                // The connection first: it writes the request and reads the
+                // response head, which completes `fut`.
+                match link {
+                    Some(link @ Link::Inline(_)) if *quiet => {
+                        let _ = drive_quiet(link, cx);
+                        // Only the connection, driven here, completes it.
+                        fut.poll(&mut Context::from_waker(Waker::noop()))
+                    }
+                    Some(link) => {
+                        let _ = link.poll(cx);
+                        fut.poll(cx)
+                    }
+                    None => fut.poll(cx),
+                }
+            }
             SendingProj::H2 { fut } => fut.poll(cx),
+        }
+    }
+}
+
+// === impl Link ===
+
+impl Link {
+    /// Polls an inline connection; `Ready` once it has ended. A task's
+    /// connection drives itself: always `Pending`.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match self {
+            Link::Task(_) => Poll::Pending,
+            Link::Inline(drive) => drive.poll_drive(cx),
+        }
+    }
+
+    /// Polls an inline connection with a waker that wakes nothing: what is
+    /// ready is done, and the socket's readiness is no longer tied to the
+    /// last request's task.
+    fn poll_idle(&mut self) {
+        let _ = self.poll(&mut Context::from_waker(std::task::Waker::noop()));
+    }
+
+    /// Whether an inline connection has ended (as last polled).
+    fn ended(&self) -> bool {
+        match self {
+            Link::Task(_) => false,
+            Link::Inline(drive) => drive.ended(),
+        }
+    }
+
+    /// Closes the connection gracefully if it ended cleanly, else at once.
+    fn finish(self) {
+        if let Link::Inline(drive) = self {
+            drive.finish();
+        }
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Link::Task(_) => f.write_str("Link::Task"),
+            Link::Inline(drive) => write!(f, "Link::Inline(ended: {})", drive.ended()),
+        }
+    }
+}
+
+// === impl Inline ===
+
+impl<S: UpstreamIo> Drive for Inline<S> {
+    fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Conn::Open(conn) = &mut self.conn else {
+            return Poll::Ready(());
+        };
+        let done = ready!(conn.poll_without_shutdown(cx));
+        // hyper's connection goes now, so that a request it never took is
+        // handed back unsent rather than left waiting.
+        if let (Ok(()), Conn::Open(conn)) = (&done, std::mem::replace(&mut self.conn, Conn::Closed))
+        {
+            let parts = conn.into_parts();
+            if parts.read_buf.is_empty() {
+                self.conn = Conn::Ended(parts.io.into_inner().0);
+            }
+        }
+        if let Err(e) = done {
+            tracing::debug!(server = %self.label, error = %e, "upstream connection ended with an error");
+        }
+        Poll::Ready(())
+    }
+
+    fn ended(&self) -> bool {
+        !matches!(self.conn, Conn::Open(_))
+    }
+
+    fn into_parked(self: Box<Self>) -> Option<(ParkedIo, Guard)> {
+        let this = *self;
+        match this.conn {
+            Conn::Ended(io) => Some((io.into_parked()?, this.guard)),
+            _ => None,
+        }
+    }
+
+    fn finish(self: Box<Self>) {
+        let this = *self;
+        if let Conn::Ended(mut io) = this.conn {
+            let guard = this.guard;
+            tokio::spawn(async move {
+                let _guard = guard;
+                let _ =
+                    tokio::time::timeout(READY_WAIT, tokio::io::AsyncWriteExt::shutdown(&mut io))
+                        .await;
+            });
+        }
+    }
+}
+
+/// Drives an inline connection *quietly*: hyper's connection sees a waker
+/// that only records whether it was woken during the call (hyper yielding,
+/// or tokio's cooperative budget running out), and that is then passed on;
+/// only its socket's readiness wakes the request's task later. Everything
+/// else a connection registers a waker for is something only the request
+/// itself can move, at its next poll, which drives the connection anyway:
+/// the next request to send, the response body's room, the request's
+/// response future. So the connection's progress costs no wake-ups of the
+/// request's own task, and a pooled connection wakes nobody when the next
+/// request is queued on it. Only for requests whose body is complete
+/// (buffered or empty): a streamed body's progress comes from the client,
+/// and needs the real waker.
+fn drive_quiet(link: &mut Link, cx: &mut Context<'_>) -> Poll<()> {
+    DRIVER.with_borrow_mut(|driver| {
+        if !driver.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            *driver = Some(cx.waker().clone());
+        }
+    });
+    QUIET.with(|q| q.set(true));
+    WOKEN.with(|w| w.set(false));
+    let done = FLAG.with(|flag| link.poll(&mut Context::from_waker(flag)));
+    QUIET.with(|q| q.set(false));
+    if WOKEN.with(Cell::get) {
+        cx.waker().wake_by_ref();
+    }
+    done
+}
+
+impl std::task::Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let _ = WOKEN.try_with(|w| w.set(true));
+    }
+}
+
+// === impl TaskIo ===
+
+impl<S> TaskIo<S> {
+    /// `cx`, or the quietly driving request's waker during a quiet drive.
+    fn with_cx<R>(cx: &mut Context<'_>, f: impl FnOnce(&mut Context<'_>) -> R) -> R {
+        if !QUIET.with(Cell::get) {
+            return f(cx);
+        }
+        DRIVER.with_borrow(|driver| match driver {
+            Some(w) => f(&mut Context::from_waker(w)),
+            None => f(cx),
+        })
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for TaskIo<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let io = Pin::new(&mut self.get_mut().0);
+        Self::with_cx(cx, |cx| io.poll_read(cx, buf))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for TaskIo<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let io = Pin::new(&mut self.get_mut().0);
+        Self::with_cx(cx, |cx| io.poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let io = Pin::new(&mut self.get_mut().0);
+        Self::with_cx(cx, |cx| io.poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let io = Pin::new(&mut self.get_mut().0);
+        Self::with_cx(cx, |cx| io.poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let io = Pin::new(&mut self.get_mut().0);
+        Self::with_cx(cx, |cx| io.poll_shutdown(cx))
+    }
+}
+
+impl UpstreamIo for TcpStream {
+    fn into_parked(self) -> Option<ParkedIo> {
+        Some(ParkedIo::Tcp(self))
+    }
+}
+
+impl UpstreamIo for TlsStream<TcpStream> {
+    fn into_parked(mut self) -> Option<ParkedIo> {
+        // Decrypted bytes rustls still holds would not show in the
+        // socket's readiness: such a connection is not parked.
+        match self.get_mut().1.process_new_packets() {
+            Ok(state) if state.plaintext_bytes_to_read() == 0 => {
+                Some(ParkedIo::Tls(Box::new(self)))
+            }
+            _ => None,
         }
     }
 }
@@ -729,8 +1049,94 @@ pub(crate) fn keepalive_timeout(value: &[u8]) -> Option<Duration> {
 
 #[cfg(test)]
 mod tests {
-    use super::keepalive_timeout;
+    use super::{drive_quiet, keepalive_timeout, Drive, Guard, Link, ParkedIo, TaskIo};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::task::{Context, Poll, Wake, Waker};
     use std::time::Duration;
+
+    /// A waker that counts its wake-ups: the request's task.
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A stand-in for hyper's connection, doing one thing with the waker
+    /// it is polled with.
+    enum Probe {
+        /// Yields: wakes itself during the poll.
+        Yields,
+        /// Keeps the waker, as for a channel it waits on.
+        Keeps(Arc<Mutex<Option<Waker>>>),
+        /// Keeps the waker its socket would register.
+        Socket(Arc<Mutex<Option<Waker>>>),
+    }
+
+    impl Drive for Probe {
+        fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+            match self {
+                Probe::Yields => cx.waker().wake_by_ref(),
+                Probe::Keeps(slot) => *slot.lock().unwrap() = Some(cx.waker().clone()),
+                Probe::Socket(slot) => TaskIo::<()>::with_cx(cx, |cx| {
+                    *slot.lock().unwrap() = Some(cx.waker().clone());
+                }),
+            }
+            Poll::Pending
+        }
+        fn ended(&self) -> bool {
+            false
+        }
+        fn into_parked(self: Box<Self>) -> Option<(ParkedIo, Guard)> {
+            None
+        }
+        fn finish(self: Box<Self>) {}
+    }
+
+    /// Drives `probe` quietly from a request whose wake-ups are counted;
+    /// returns the count after the call and after waking what the probe
+    /// kept.
+    fn drive(probe: Probe) -> (usize, usize) {
+        let slot = match &probe {
+            Probe::Keeps(s) | Probe::Socket(s) => Some(s.clone()),
+            Probe::Yields => None,
+        };
+        let count = Arc::new(Count::default());
+        let waker = Waker::from(count.clone());
+        let mut link = Link::Inline(Box::new(probe));
+        assert!(drive_quiet(&mut link, &mut Context::from_waker(&waker)).is_pending());
+        let during = count.0.load(Ordering::SeqCst);
+        if let Some(kept) = slot.and_then(|s| s.lock().unwrap().take()) {
+            kept.wake();
+        }
+        (during, count.0.load(Ordering::SeqCst))
+    }
+
+    #[test]
+    fn a_quiet_drive_passes_on_a_yield() {
+        assert_eq!(drive(Probe::Yields), (1, 1));
+    }
+
+    #[test]
+    fn a_quiet_drive_keeps_the_request_from_being_woken_by_channels() {
+        let slot = Arc::new(Mutex::new(None));
+        assert_eq!(drive(Probe::Keeps(slot)), (0, 0));
+    }
+
+    #[test]
+    fn a_quiet_drive_has_the_socket_wake_the_request() {
+        let slot = Arc::new(Mutex::new(None));
+        assert_eq!(drive(Probe::Socket(slot)), (0, 1));
+        // Outside a quiet drive, the socket is polled with the waker given.
+        let noop = Waker::noop();
+        assert!(TaskIo::<()>::with_cx(
+            &mut Context::from_waker(noop),
+            |cx| cx.waker().will_wake(noop)
+        ));
+    }
 
     #[test]
     fn parses_keep_alive_timeout() {

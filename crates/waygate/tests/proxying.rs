@@ -292,6 +292,60 @@ async fn upstream_closing_keep_alive_connections_never_yields_502_for_get() {
     }
 }
 
+/// A pooled upstream connection is polled only by the request that takes
+/// it: one the server closed while it sat in the pool is found on that
+/// request's first poll, before any byte is written, and the request goes
+/// out at once on a fresh connection (recorded as a note on the attempt)
+/// rather than failing or waiting for a timeout.
+#[tokio::test]
+async fn a_pooled_connection_closed_while_idle_is_replaced_at_once() {
+    // The server closes a connection idle for 5 ms.
+    let a = Upstream::start(Behavior::HelloIdleTimeout(
+        "a".into(),
+        Duration::from_millis(5),
+    ))
+    .await
+    .unwrap();
+    let gw = TestGateway::start(&(upstream("app", &[a.addr], "") + &route("/", "app"))).await;
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        let r = tokio::time::timeout(Duration::from_secs(5), get(gw.addr, "/", &[]))
+            .await
+            .unwrap_or_else(|_| panic!("request {i} not answered within 5 s"));
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+        ids.push(r.request_id());
+        // The server's close reaches the gateway before the next request
+        // (and, at 30 ms, mostly before the pool's next sweep).
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let mut replaced = 0;
+    for id in &ids {
+        let line = gw.log_line(id).await;
+        let attempts = line["attempts"].as_array().unwrap();
+        if attempts.len() == 2 {
+            assert_eq!(attempts[0]["reused"], true, "{line}");
+            assert!(
+                attempts[0]["outcome"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("pooled_connection_closed (nothing sent"),
+                "{line}"
+            );
+            assert_eq!(attempts[1]["reused"], false, "{line}");
+            assert_eq!(attempts[1]["outcome"], "status 200", "{line}");
+            replaced += 1;
+        } else {
+            assert_eq!(attempts.len(), 1, "{line}");
+            assert_eq!(attempts[0]["outcome"], "status 200", "{line}");
+        }
+    }
+    assert!(
+        replaced > 0,
+        "no request found its pooled connection closed"
+    );
+    assert_eq!(a.accepted(), 10, "one connection per request");
+}
+
 /// Reads `n` responses with `Content-Length` off a keep-alive connection
 /// (leaving it open), within 20 s.
 async fn read_cl_responses(s: &mut tokio::net::TcpStream, n: usize) -> Vec<common::RawResponse> {

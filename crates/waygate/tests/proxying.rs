@@ -98,6 +98,22 @@ async fn trusted_proxies_keep_their_forwarding_headers_and_id() {
     assert_eq!(seen.header("x-request-id"), Some("edge-42"));
 }
 
+/// hyper's connection to an upstream is renewed every 32 exchanges over
+/// the same socket (to keep its request queue at one block): a hundred
+/// requests, each one's answer checked, all go over one TCP connection.
+#[tokio::test]
+async fn an_upstream_connection_serves_on_across_renewals() {
+    let a = Upstream::start(Behavior::Hello("a".into())).await.unwrap();
+    let gw = TestGateway::start(&(upstream("app", &[a.addr], "") + &route("/", "app"))).await;
+    for i in 0..100 {
+        let path = format!("/n{i}");
+        let r = get(gw.addr, &path, &[]).await;
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+        assert_eq!(r.text(), format!("hello from a: GET {path}\n"));
+    }
+    assert_eq!(a.accepted(), 1, "one upstream connection for all");
+}
+
 #[tokio::test]
 async fn keep_alive_reuses_the_upstream_connection() {
     let a = Upstream::start(Behavior::Hello("a".into())).await.unwrap();

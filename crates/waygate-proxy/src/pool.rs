@@ -175,7 +175,7 @@ trait Drive: Send {
 }
 
 /// The socket types an upstream HTTP/1.1 connection runs over.
-pub(crate) trait UpstreamIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+trait UpstreamIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// This socket as a parked one, if it can be parked.
     fn into_parked(self) -> Option<ParkedIo>;
 }
@@ -274,7 +274,7 @@ pub(crate) struct PooledConn {
 
 /// A parked socket: plain, or TLS with its session.
 #[derive(Debug)]
-pub(crate) enum ParkedIo {
+enum ParkedIo {
     Tcp(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
 }
@@ -362,16 +362,24 @@ impl Server {
                 continue;
             }
             let Parked { stream, guard, .. } = p;
-            let started = match stream {
-                ParkedIo::Tcp(s) => self.start_h1(s, guard, false),
-                ParkedIo::Tls(s) => self.start_h1(*s, guard, false),
-            };
-            if let Ok(mut c) = started {
+            if let Ok(mut c) = self.start_over(stream, guard) {
                 c.reused = true;
                 return Some(c);
             }
         }
         None
+    }
+
+    /// A new HTTP/1.1 connection over a socket kept from an earlier one.
+    fn start_over(
+        self: &Arc<Self>,
+        stream: ParkedIo,
+        guard: Guard,
+    ) -> Result<PooledConn, GatewayError> {
+        match stream {
+            ParkedIo::Tcp(s) => self.start_h1(s, guard, false),
+            ParkedIo::Tls(s) => self.start_h1(*s, guard, false),
+        }
     }
 
     /// Takes a parked socket; a full pool closes it.
@@ -475,11 +483,7 @@ impl Server {
         let Some((stream, guard)) = end_idle(drive) else {
             return;
         };
-        let started = match stream {
-            ParkedIo::Tcp(s) => self.start_h1(s, guard, false),
-            ParkedIo::Tls(s) => self.start_h1(*s, guard, false),
-        };
-        if let Ok(c) = started {
+        if let Ok(c) = self.start_over(stream, guard) {
             if let (Sender::H1(tx), Some(mut link)) = (c.tx, c.link) {
                 // A first poll makes the new connection ready for a
                 // request, as the pool expects of what it holds.

@@ -25,10 +25,15 @@ struct Load {
     ok: AtomicU64,
     failed: AtomicU64,
     stop: AtomicBool,
+    /// What each failed request got, for the assertion message.
+    why: std::sync::Mutex<Vec<String>>,
 }
 
 /// `clients` keep-alive connections each sending `GET /` back to back until
-/// `load.stop`; any transport error or non-200 counts as failed.
+/// `load.stop`; any transport error or non-200 counts as failed. A client
+/// connects again after a response with `Connection: close` (the gateway
+/// closes a connection after `max_requests_per_connection`, 1000 by
+/// default), as any HTTP/1.1 client does.
 fn start_load(
     addr: SocketAddr,
     clients: usize,
@@ -38,33 +43,67 @@ fn start_load(
         .map(|_| {
             let load = load.clone();
             tokio::spawn(async move {
-                let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-                let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                    .await
-                    .unwrap();
-                tokio::spawn(conn);
+                let mut tx = connect(addr).await;
                 while !load.stop.load(Ordering::Relaxed) {
-                    let req = http::Request::get("/")
-                        .header("host", "test.local")
-                        .body(Empty::<Bytes>::new())
-                        .unwrap();
-                    let ok = match tx.send_request(req).await {
-                        Ok(resp) => {
-                            let status = resp.status();
-                            let body = resp.into_body().collect().await;
-                            status == 200 && body.is_ok()
-                        }
-                        Err(_) => false,
-                    };
+                    let (outcome, close) = exchange(&mut tx).await;
+                    let ok = outcome.is_ok();
+                    if let Err(why) = outcome {
+                        load.why.lock().unwrap().push(why);
+                    }
                     let counter = if ok { &load.ok } else { &load.failed };
                     counter.fetch_add(1, Ordering::Relaxed);
                     if !ok {
                         break;
                     }
+                    if close {
+                        tx = connect(addr).await;
+                    }
                 }
             })
         })
         .collect()
+}
+
+async fn connect(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<Empty<Bytes>> {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    tx
+}
+
+/// One `GET /` on `tx`: whether it succeeded (or what went wrong), and
+/// whether the gateway closes the connection after it.
+async fn exchange(
+    tx: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+) -> (Result<(), String>, bool) {
+    if let Err(e) = tx.ready().await {
+        return (Err(format!("connection not ready: {e:?}")), true);
+    }
+    let req = http::Request::get("/")
+        .header("host", "test.local")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = match tx.send_request(req).await {
+        Ok(resp) => resp,
+        Err(e) => return (Err(format!("transport error {e:?}")), true),
+    };
+    let status = resp.status();
+    let close = resp
+        .headers()
+        .get("connection")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+    let proxy_status = resp
+        .headers()
+        .get("proxy-status")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let outcome = match resp.into_body().collect().await {
+        Ok(_) if status == 200 => Ok(()),
+        Ok(body) => Err(format!("{status} {proxy_status:?} {:?}", body.to_bytes())),
+        Err(e) => Err(format!("{status}, then body error {e}")),
+    };
+    (outcome, close)
 }
 
 async fn post(admin: SocketAddr, path: &str) -> common::RawResponse {
@@ -145,8 +184,10 @@ async fn twenty_reloads_under_load_fail_nothing_and_apply_at_once() {
         load.failed.load(Ordering::Relaxed),
     );
     assert_eq!(
-        failed, 0,
-        "failed requests across 20 reloads ({ok} succeeded)"
+        failed,
+        0,
+        "failed requests across 20 reloads ({ok} succeeded): {:?}",
+        load.why.lock().unwrap()
     );
     assert!(ok > 100, "the load ran: {ok} requests");
     let m = common::get(admin, "/metrics", &[]).await.text();

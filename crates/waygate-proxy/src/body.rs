@@ -168,6 +168,9 @@ pub(crate) struct Streaming {
     /// A gRPC response: a failure ends it with gRPC trailers (status 14 or
     /// 4) instead of a reset stream.
     pub(crate) grpc: bool,
+    /// Small data frames are copied out of the upstream connection's read
+    /// buffer (see [`detach_small`]): the client is on HTTP/2.
+    pub(crate) detach: bool,
 }
 
 /// Why the response to the client was cut off.
@@ -524,6 +527,21 @@ impl ProxyBody {
     }
 }
 
+/// Data frames smaller than this are copied out of the upstream
+/// connection's read buffer (see [`detach_small`]).
+const DETACH_BELOW: usize = 4096;
+
+/// A small data frame copied out of the upstream connection's read buffer,
+/// which it would otherwise keep (8 KiB or more) for as long as it waits to
+/// be written. A large one is most of its buffer: it is passed on as is.
+pub(crate) fn detach_small(frame: Frame<Bytes>) -> Frame<Bytes> {
+    match frame.into_data() {
+        Ok(d) if d.len() < DETACH_BELOW => Frame::data(Bytes::copy_from_slice(&d)),
+        Ok(d) => Frame::data(d),
+        Err(frame) => frame,
+    }
+}
+
 impl Body for ProxyBody {
     type Data = Bytes;
     type Error = BoxError;
@@ -563,6 +581,7 @@ impl Body for ProxyBody {
                 if let Some(idle) = &mut s.idle {
                     idle.as_mut().reset(Instant::now() + s.idle_timeout);
                 }
+                let frame = if s.detach { detach_small(frame) } else { frame };
                 let n = frame.data_ref().map_or(0, Bytes::len);
                 let end = s.body.is_end_stream();
                 this.count(n);
@@ -628,3 +647,24 @@ impl std::fmt::Display for Aborted {
 }
 
 impl StdError for Aborted {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_frames_are_copied_out_of_their_buffer_and_large_ones_passed_on() {
+        let buf = Bytes::from(vec![7u8; 3 * DETACH_BELOW]);
+        let small = detach_small(Frame::data(buf.slice(..6)));
+        assert_eq!(small.data_ref().unwrap(), &buf[..6]);
+        assert!(buf.is_unique(), "the small frame still shares the buffer");
+        let large = detach_small(Frame::data(buf.slice(..DETACH_BELOW)));
+        assert_eq!(large.data_ref().unwrap().len(), DETACH_BELOW);
+        assert!(!buf.is_unique(), "the large frame was copied");
+        drop(large);
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+        let t = detach_small(Frame::trailers(trailers.clone()));
+        assert_eq!(t.trailers_ref(), Some(&trailers));
+    }
+}

@@ -6,6 +6,7 @@
 
 use std::net::IpAddr;
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 use waygate_core::{Cause, GatewayError};
@@ -217,37 +218,57 @@ fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<Vec<u8>> {
 pub(crate) fn detach_head<B>(req: &mut http::Request<B>) {
     let uri = req.uri();
     let origin_form = match (uri.scheme(), uri.authority(), uri.path_and_query()) {
-        (None, None, Some(pq)) => Some(pq.as_str()),
-        _ => None,
+        (None, None, Some(pq)) => pq.as_str(),
+        _ => "",
     };
-    let target = origin_form.map_or(0, str::len);
-    let values: usize = req.headers().values().map(HeaderValue::len).sum();
-    if values + target == 0 {
+    let Some(block) = copy_values(req.headers(), origin_form) else {
         return;
+    };
+    let at = repoint_values(req.headers_mut(), &block);
+    if at < block.len() {
+        if let Ok(copy) = http::Uri::from_maybe_shared(block.slice(at..)) {
+            *req.uri_mut() = copy;
+        }
     }
-    let mut buf = bytes::BytesMut::with_capacity(values + target);
-    for v in req.headers().values() {
+}
+
+/// Moves a response head's header values out of the upstream connection's
+/// read buffer into one block of their own (see [`detach_head`]).
+pub(crate) fn detach_values(headers: &mut HeaderMap) {
+    if let Some(block) = copy_values(headers, "") {
+        repoint_values(headers, &block);
+    }
+}
+
+/// Every header value, then `tail`, copied into one new block; `None` if
+/// that is empty.
+fn copy_values(headers: &HeaderMap, tail: &str) -> Option<Bytes> {
+    let values: usize = headers.values().map(HeaderValue::len).sum();
+    if values + tail.len() == 0 {
+        return None;
+    }
+    let mut buf = bytes::BytesMut::with_capacity(values + tail.len());
+    for v in headers.values() {
         buf.extend_from_slice(v.as_bytes());
     }
-    if let Some(t) = origin_form {
-        buf.extend_from_slice(t.as_bytes());
-    }
-    let buf = buf.freeze();
+    buf.extend_from_slice(tail.as_bytes());
+    Some(buf.freeze())
+}
+
+/// Points every header value at its copy in `block` (made by
+/// [`copy_values`], sensitivity kept); returns where the values end.
+fn repoint_values(headers: &mut HeaderMap, block: &Bytes) -> usize {
     let mut at = 0;
-    for v in req.headers_mut().values_mut() {
+    for v in headers.values_mut() {
         let n = v.len();
-        // The same bytes, already checked by hyper: this cannot fail.
-        if let Ok(mut copy) = HeaderValue::from_maybe_shared(buf.slice(at..at + n)) {
+        // The same bytes, already checked: this cannot fail.
+        if let Ok(mut copy) = HeaderValue::from_maybe_shared(block.slice(at..at + n)) {
             copy.set_sensitive(v.is_sensitive());
             *v = copy;
         }
         at += n;
     }
-    if target > 0 {
-        if let Ok(copy) = http::Uri::from_maybe_shared(buf.slice(at..)) {
-            *req.uri_mut() = copy;
-        }
-    }
+    at
 }
 
 #[cfg(test)]
@@ -394,6 +415,22 @@ mod tests {
         assert_eq!(req.uri().query(), Some("x=1&y=%20"));
         drop(before);
         // Nothing refers to the parse buffer any more: hyper can reuse it.
+        assert!(buf.is_unique());
+    }
+
+    #[test]
+    fn detached_response_values_keep_their_bytes_and_free_the_read_buffer() {
+        let (req, buf) = parsed("Sat, 05 Dec 2026 21:00:00 GMT|text/plain|6|", "/");
+        // The target (also a slice of the buffer) goes with the rest.
+        let mut headers = req.into_parts().0.headers;
+        headers.get_mut("x-h1").unwrap().set_sensitive(true);
+        let before = headers.clone();
+        detach_values(&mut headers);
+        assert_eq!(headers, before);
+        assert_eq!(headers["x-h3"], "");
+        assert!(headers["x-h1"].is_sensitive());
+        assert!(!headers["x-h0"].is_sensitive());
+        drop(before);
         assert!(buf.is_unique());
     }
 

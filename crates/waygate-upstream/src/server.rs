@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::clock::now_ms;
+use crate::clock::{ms_at, now_ms};
 
 /// Decay time of the peak-EWMA latency (Finagle and Linkerd use 10 s).
 const EWMA_DECAY_MS: f64 = 10_000.0;
@@ -73,7 +73,6 @@ pub struct ServerState {
 #[derive(Debug)]
 pub struct InFlight {
     server: Arc<ServerState>,
-    start_ms: u64,
     start: tokio::time::Instant,
 }
 
@@ -223,7 +222,6 @@ impl ServerState {
             .ok()?;
         Some(InFlight {
             server: self.clone(),
-            start_ms: now_ms(),
             start: tokio::time::Instant::now(),
         })
     }
@@ -232,7 +230,6 @@ impl ServerState {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight {
             server: self.clone(),
-            start_ms: now_ms(),
             start: tokio::time::Instant::now(),
         }
     }
@@ -310,9 +307,9 @@ impl InFlight {
     /// Reports the time to the response head (or to the failure) as a
     /// latency sample for EWMA balancing.
     pub fn observe(&self) {
-        let rtt_us = self.start.elapsed().as_micros() as f64;
-        self.server
-            .observe_latency(rtt_us, self.start_ms.max(now_ms()));
+        let now = tokio::time::Instant::now();
+        let rtt_us = now.saturating_duration_since(self.start).as_micros() as f64;
+        self.server.observe_latency(rtt_us, ms_at(now));
     }
 }
 

@@ -55,7 +55,9 @@ pub(crate) fn initial_record(
     id: &RequestId,
 ) -> AccessRecord {
     AccessRecord::new(
-        SystemTime::now(),
+        // Set when the request ends, and only if the record is kept: most
+        // requests never need the wall clock (see `Finish`).
+        SystemTime::UNIX_EPOCH,
         id.shared(),
         rt.listeners[listener].name.clone(),
         conn.peer,

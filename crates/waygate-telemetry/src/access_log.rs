@@ -458,6 +458,11 @@ impl AccessLog {
         self.inner.is_some()
     }
 
+    /// Whether records are written at all (`target = "off"` writes none).
+    pub fn is_on(&self) -> bool {
+        self.inner.is_some()
+    }
+
     pub fn log(&self, record: &AccessRecord) {
         let Some(inner) = &self.inner else { return };
         let line = match inner.format {

@@ -444,3 +444,33 @@ async fn upstream_that_stops_reading_the_upload_is_504_write_timeout() {
     let line = gw.log_line(&r.request_id()).await;
     assert_eq!(line["cause"], "upstream_write_timeout");
 }
+
+/// A line's `time` is when the request started (as nginx's `$time_iso8601`
+/// is not: that is when it is logged), also for a slow success.
+#[tokio::test]
+async fn the_log_time_is_when_the_request_started() {
+    let slow = Upstream::start(Behavior::DelayedHello(
+        "slow".into(),
+        Duration::from_millis(600),
+    ))
+    .await
+    .unwrap();
+    let gw = TestGateway::start(&format!(
+        "{}{}",
+        upstream("app", &[slow.addr], ""),
+        route("/", "app")
+    ))
+    .await;
+    let before = std::time::SystemTime::now();
+    let r = get(gw.addr, "/", &[]).await;
+    assert_eq!(r.status, 200);
+    let line = gw.log_line(&r.request_id()).await;
+    let time = line["time"].as_str().unwrap();
+    // Same format, UTC: the strings order as the times do.
+    let lo = waygate_telemetry::rfc3339_millis(before);
+    let hi = waygate_telemetry::rfc3339_millis(before + Duration::from_millis(300));
+    assert!(
+        lo.as_str() <= time && time <= hi.as_str(),
+        "{time} not within [{lo}, {hi}]"
+    );
+}

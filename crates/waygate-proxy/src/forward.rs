@@ -10,6 +10,7 @@
 //! first seen; [`handle`] renders it and records it in the access log.
 
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::SystemTime;
 
 use http::header::{self, HeaderValue};
@@ -341,12 +342,20 @@ async fn forward(
     // Kept for the retry log: the last attempt of a request (and every one
     // of a non-idempotent request) hands the head itself to the connection.
     let method = parts.method.clone();
-    upstream.budget.deposit(waygate_upstream::now_ms());
+    let start = tokio::time::Instant::now();
+    upstream.budget.deposit(waygate_upstream::ms_at(start));
 
     // Attempts.
     // Inline: a request is rarely tried on more than a few servers.
     let mut tried: smallvec::SmallVec<[usize; 4]> = smallvec::SmallVec::new();
     loop {
+        // One clock read per attempt for the pick and the in-flight count
+        // (the first attempt's is the retry budget's above).
+        let now = if tried.is_empty() {
+            start
+        } else {
+            tokio::time::Instant::now()
+        };
         // Queued requests of a higher priority go first.
         let class = route.priority as usize;
         let queued = upstream.queue.as_ref().is_some_and(|q| q.ahead(class));
@@ -355,9 +364,13 @@ async fn forward(
         let max = members.set.max_in_flight();
         let mut raced = false;
         let direct = (!queued)
-            .then(|| members.set.pick(key, &tried))
+            .then(|| {
+                members
+                    .set
+                    .pick_at(key, &tried, waygate_upstream::ms_at(now))
+            })
             .flatten()
-            .and_then(|p| match p.server.try_start(max) {
+            .and_then(|p| match p.server.try_start_at(max, now) {
                 Some(f) => Some((p, f)),
                 None => {
                     raced = true;
@@ -918,8 +931,16 @@ async fn respond(
     // a truncated success.
     let mut first = None;
     if !body.is_end_stream() {
-        let frame = std::future::poll_fn(|cx| conn.poll_body(&mut body, cx));
-        match tokio::time::timeout(upstream.head_hold, frame).await {
+        // A small body usually came with the head: no timer then.
+        let polled = std::future::poll_fn(|cx| Poll::Ready(conn.poll_body(&mut body, cx))).await;
+        let got = match polled {
+            Poll::Ready(frame) => Ok(frame),
+            Poll::Pending => {
+                let frame = std::future::poll_fn(|cx| conn.poll_body(&mut body, cx));
+                tokio::time::timeout(upstream.head_hold, frame).await
+            }
+        };
+        match got {
             Ok(Some(Ok(frame))) if detach => first = Some(crate::body::detach_small(frame)),
             Ok(Some(Ok(frame))) => first = Some(frame),
             Ok(Some(Err(e))) => {

@@ -215,10 +215,15 @@ impl ServerSet {
     /// `hash`); `tried` lists servers this request already tried, which are
     /// avoided while another server is possible.
     pub fn pick(&self, key: Option<u64>, tried: &[usize]) -> Option<Pick> {
+        self.pick_at(key, tried, now_ms())
+    }
+
+    /// [`ServerSet::pick`] at `now` (in [`now_ms`]'s milliseconds), for a
+    /// caller that has read the clock already.
+    pub fn pick_at(&self, key: Option<u64>, tried: &[usize], now: u64) -> Option<Pick> {
         if self.servers.is_empty() {
             return None;
         }
-        let now = now_ms();
         let panic = self.in_panic_cached(now);
         let room = |s: &ServerState| self.max_in_flight.is_none_or(|max| s.in_flight() < max);
         let usable = |s: &ServerState| {

@@ -15,7 +15,7 @@ pub fn now_ms() -> u64 {
 
 /// [`now_ms`] at `t`, for a caller that has just read the clock anyway (a
 /// read is about 20 ns, and a proxied request made 18).
-pub(crate) fn ms_at(t: Instant) -> u64 {
+pub fn ms_at(t: Instant) -> u64 {
     let epoch = *EPOCH.get_or_init(|| t);
     t.saturating_duration_since(epoch).as_millis() as u64 + 1
 }

@@ -14,7 +14,7 @@ mod tls;
 mod wrr;
 
 pub use balancer::{Pick, PickReason, ServerSet};
-pub use clock::now_ms;
+pub use clock::{ms_at, now_ms};
 pub use health::{
     check_once, probe_addr, resolve, run_checker, CheckOutcome, Probe, ProbeSpec, Transport,
     Verdict,

@@ -212,17 +212,31 @@ impl ServerState {
     /// check and the count are one atomic step, so two requests that both
     /// saw a free slot cannot both take it.
     pub fn try_start(self: &Arc<Self>, max: Option<u32>) -> Option<InFlight> {
-        let Some(max) = max else {
-            return Some(self.start());
-        };
-        self.in_flight
-            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .ok()?;
+        self.try_start_at(max, tokio::time::Instant::now())
+    }
+
+    /// [`ServerState::try_start`] for a caller that has read the clock
+    /// (`now`) already.
+    pub fn try_start_at(
+        self: &Arc<Self>,
+        max: Option<u32>,
+        now: tokio::time::Instant,
+    ) -> Option<InFlight> {
+        match max {
+            None => {
+                self.in_flight.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(max) => {
+                self.in_flight
+                    .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                        (n < max).then_some(n + 1)
+                    })
+                    .ok()?;
+            }
+        }
         Some(InFlight {
             server: self.clone(),
-            start: tokio::time::Instant::now(),
+            start: now,
         })
     }
 

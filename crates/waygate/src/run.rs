@@ -136,9 +136,14 @@ async fn serve(path: &Path, config: Config, upgrade: bool) -> anyhow::Result<()>
             }
         }
     }
-    if let Err(e) = crate::upgrade::listen(&socket, handover, upgrade) {
-        tracing::warn!(error = %format!("{e:#}"), "binary upgrades are disabled");
-    }
+    // Removed again when this function returns (see `SocketFile`).
+    let _socket_file = match crate::upgrade::listen(&socket, handover, upgrade) {
+        Ok(file) => Some(file),
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "binary upgrades are disabled");
+            None
+        }
+    };
     let pid = std::process::id();
     crate::upgrade::notify_systemd(&format!("MAINPID={pid}\nREADY=1"));
     let _ = serving.await;

@@ -29,6 +29,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -137,6 +138,19 @@ pub(crate) struct Handover {
     pub(crate) args: Vec<String>,
     /// Outcome of the current take-over: the new pid.
     outcome: Mutex<Option<std::sync::mpsc::Sender<Result<u32, String>>>>,
+    /// Set once a new process has taken over: the upgrade socket's path is
+    /// then the new process's.
+    handed_over: AtomicBool,
+}
+
+/// The upgrade socket's file: removed when the process ends, unless a new
+/// process took over (it binds the same path) or the file is no longer the
+/// one bound here.
+pub(crate) struct SocketFile {
+    path: PathBuf,
+    /// Device and inode of the socket file bound here.
+    id: Option<(u64, u64)>,
+    handover: Arc<Handover>,
 }
 
 impl Handover {
@@ -148,6 +162,7 @@ impl Handover {
             exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("waygate")),
             args: std::env::args().skip(1).collect(),
             outcome: Mutex::new(None),
+            handed_over: AtomicBool::new(false),
         }
     }
 }
@@ -155,7 +170,11 @@ impl Handover {
 /// Binds the upgrade socket at `path` (replacing a stale one, or the one
 /// of the process this one took over from) and serves hand-over requests
 /// on a thread of its own.
-pub(crate) fn listen(path: &Path, handover: Arc<Handover>, took_over: bool) -> anyhow::Result<()> {
+pub(crate) fn listen(
+    path: &Path,
+    handover: Arc<Handover>,
+    took_over: bool,
+) -> anyhow::Result<SocketFile> {
     if !took_over && UnixStream::connect(path).is_ok() {
         bail!(
             "another waygate already listens on the upgrade socket {}; to replace it, run with --upgrade",
@@ -167,6 +186,11 @@ pub(crate) fn listen(path: &Path, handover: Arc<Handover>, took_over: bool) -> a
         .with_context(|| format!("cannot create the upgrade socket {}", path.display()))?;
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    let file = SocketFile {
+        path: path.to_owned(),
+        id: file_id(path),
+        handover: handover.clone(),
+    };
     std::thread::Builder::new()
         .name("waygate-upgrade".into())
         .spawn(move || {
@@ -179,7 +203,26 @@ pub(crate) fn listen(path: &Path, handover: Arc<Handover>, took_over: bool) -> a
                 });
             }
         })?;
-    Ok(())
+    Ok(file)
+}
+
+/// The device and inode of the file at `path`, if any.
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        if self.handover.handed_over.load(Ordering::Acquire) {
+            return;
+        }
+        if self.id.is_some() && file_id(&self.path) == self.id {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 fn serve_one(conn: UnixStream, h: &Handover) -> anyhow::Result<()> {
@@ -236,7 +279,13 @@ fn hand_over(
             .strip_prefix("READY ")
             .and_then(|p| p.parse().ok())
             .with_context(|| format!("the new process did not get ready (it said {line:?})"))?;
-        (&conn).write_all(b"BYE\n")?;
+        // Before the new process hears BYE: it then binds the upgrade
+        // socket's path, which this process must leave alone on exit.
+        h.handed_over.store(true, Ordering::Release);
+        if let Err(e) = (&conn).write_all(b"BYE\n") {
+            h.handed_over.store(false, Ordering::Release);
+            return Err(e.into());
+        }
         Ok(pid)
     })();
     if let Some(tx) = h.outcome.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {

@@ -49,6 +49,8 @@ impl Proc {
             .args(["--log-format", "json", "run", "--config"])
             .arg(&cfg)
             .args(["--workers", &workers.to_string()])
+            // The upgrade socket goes in the temp directory: this test's.
+            .env("TMPDIR", dir.path())
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -79,6 +81,15 @@ impl Proc {
 
     fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The upgrade sockets in this process's temp directory.
+    fn upgrade_sockets(&self) -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(self._dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "sock"))
+            .collect()
     }
 
     /// Replaces the config file: the same listener and access log, then `rest`.
@@ -233,6 +244,7 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
     let addr = gw.addr;
     let in_flight = tokio::spawn(async move { common::get(addr, "/", &[]).await });
     tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(gw.upgrade_sockets().len(), 1, "the upgrade socket is bound");
     gw.signal("-TERM");
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert!(
@@ -242,13 +254,21 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
     let r = in_flight.await.unwrap();
     assert_eq!(r.status, 200, "the in-flight request finished");
     assert_eq!(r.text(), "finally\n");
-    let status = tokio::task::spawn_blocking(move || gw.wait_exit(Duration::from_secs(10)))
-        .await
-        .unwrap()
-        .expect("exited after draining");
+    let (status, gw) = tokio::task::spawn_blocking(move || {
+        let st = gw.wait_exit(Duration::from_secs(10));
+        (st, gw)
+    })
+    .await
+    .unwrap();
+    let status = status.expect("exited after draining");
     assert!(
         status.success(),
         "exit 0 after a graceful drain, got {status:?}"
+    );
+    assert_eq!(
+        gw.upgrade_sockets(),
+        Vec::<std::path::PathBuf>::new(),
+        "the upgrade socket is removed at exit"
     );
 }
 
@@ -363,6 +383,10 @@ async fn combined_log_format_and_reopen_on_sigusr1() {
 async fn waygate(args: &[&str], cfg: &std::path::Path) -> std::process::Output {
     let mut cmd = Command::new(BIN);
     cmd.args(args).arg("--config").arg(cfg);
+    // Where `Proc` put the upgrade socket.
+    if let Some(dir) = cfg.parent() {
+        cmd.env("TMPDIR", dir);
+    }
     tokio::task::spawn_blocking(move || cmd.output().unwrap())
         .await
         .unwrap()
@@ -639,6 +663,13 @@ async fn binary_upgrade_under_load_refuses_and_fails_nothing() {
         "old exits 0 after draining: {:?}",
         status.0
     );
+    // The upgrade socket's path now belongs to the new process: the old
+    // one left it in place when it exited.
+    assert_eq!(
+        status.1.upgrade_sockets().len(),
+        1,
+        "the new process's upgrade socket is still there"
+    );
     // Load goes on against the new process alone.
     tokio::time::sleep(Duration::from_millis(300)).await;
     counts.stop.store(true, Ordering::Relaxed);
@@ -683,6 +714,7 @@ fn tells_systemd_it_is_ready_with_its_pid() {
         .args(["run", "--workers", "1", "--config"])
         .arg(&cfg)
         .env("NOTIFY_SOCKET", &notify)
+        .env("TMPDIR", dir.path())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();

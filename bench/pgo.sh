@@ -49,7 +49,12 @@ rm -f "$data"/*.profraw
 
 W="$(mktemp -d /tmp/waygate-pgo.XXXXXX)"
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+# The training's scratch directory (configs, its access logs: 240 MB) goes
+# too; the profiles are kept in $data.
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  rm -rf "$W"
+}
 trap cleanup EXIT
 write_origin_config "$W/origin.conf" "$W" 9101 9102
 nginx -c "$W/origin.conf" & pids+=($!)

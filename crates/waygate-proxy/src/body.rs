@@ -544,7 +544,7 @@ const DETACH_BELOW: usize = 4096;
 /// A small data frame copied out of the upstream connection's read buffer,
 /// which it would otherwise keep (8 KiB or more) for as long as it waits to
 /// be written. A large one is most of its buffer: it is passed on as is.
-pub(crate) fn detach_small(frame: Frame<Bytes>) -> Frame<Bytes> {
+fn detach_small(frame: Frame<Bytes>) -> Frame<Bytes> {
     match frame.into_data() {
         Ok(d) if d.len() < DETACH_BELOW => Frame::data(Bytes::copy_from_slice(&d)),
         Ok(d) => Frame::data(d),
@@ -574,6 +574,7 @@ impl Body for ProxyBody {
             Inner::Upstream(s) => s,
         };
         if let Some(frame) = s.first.take() {
+            let frame = if s.detach { detach_small(frame) } else { frame };
             let n = frame.data_ref().map_or(0, Bytes::len);
             let end = s.body.is_end_stream();
             this.count(n);

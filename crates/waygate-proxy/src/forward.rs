@@ -941,7 +941,6 @@ async fn respond(
             }
         };
         match got {
-            Ok(Some(Ok(frame))) if detach => first = Some(crate::body::detach_small(frame)),
             Ok(Some(Ok(frame))) => first = Some(frame),
             Ok(Some(Err(e))) => {
                 conn.close();

@@ -413,10 +413,7 @@ impl Server {
             }
             if now.saturating_duration_since(idle.since) >= PARK_AFTER {
                 if let Link::Inline(drive) = idle.link {
-                    // Without its request half, hyper's connection ends at
-                    // its next poll, leaving the socket.
-                    drop(idle.tx);
-                    if let Some((stream, guard)) = end_idle(drive) {
+                    if let Some((stream, guard)) = end_idle(idle.tx, drive) {
                         self.park(stream, guard, idle.expires);
                     }
                     continue;
@@ -477,10 +474,7 @@ impl Server {
         drive: Box<dyn Drive>,
         server_keepalive: Option<Duration>,
     ) {
-        // Without its request half, hyper's connection ends at its next
-        // poll, leaving the socket.
-        drop(tx);
-        let Some((stream, guard)) = end_idle(drive) else {
+        let Some((stream, guard)) = end_idle(tx, drive) else {
             return;
         };
         if let Ok(c) = self.start_over(stream, guard) {
@@ -633,7 +627,7 @@ impl Server {
         // HTTP/1.1 has no handshake: hyper's future only builds the
         // connection, ready at its first poll.
         let handshake = std::pin::pin!(builder.handshake(TokioIo::new(TaskIo(stream))));
-        let (tx, conn) = match handshake.poll(&mut Context::from_waker(std::task::Waker::noop())) {
+        let (tx, conn) = match handshake.poll(&mut Context::from_waker(Waker::noop())) {
             Poll::Ready(Ok(c)) => c,
             Poll::Ready(Err(e)) => return Err(self.handshake_failed(e)),
             Poll::Pending => return Err(self.handshake_failed("not ready at once")),
@@ -699,11 +693,17 @@ impl Server {
     }
 }
 
-/// Ends an idle inline connection whose request half is gone, for its
-/// socket and guard; `None` (the connection is then closed) if it does not
-/// end at once or cannot be parked.
-fn end_idle(mut drive: Box<dyn Drive>) -> Option<(ParkedIo, Guard)> {
-    let mut cx = Context::from_waker(std::task::Waker::noop());
+/// Ends an idle inline connection, for its socket and guard; `None` (the
+/// connection is then closed) if it does not end at once or cannot be
+/// parked.
+fn end_idle(
+    tx: http1::SendRequest<UpstreamBody>,
+    mut drive: Box<dyn Drive>,
+) -> Option<(ParkedIo, Guard)> {
+    // Without its request half, hyper's connection ends at its next poll,
+    // leaving the socket.
+    drop(tx);
+    let mut cx = Context::from_waker(Waker::noop());
     drive.poll_drive(&mut cx).is_ready().then_some(())?;
     drive.into_parked()
 }
@@ -719,7 +719,7 @@ fn still_open(stream: &ParkedIo) -> bool {
             matches!(tcp.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
         }
         ParkedIo::Tls(tls) => {
-            let mut cx = Context::from_waker(std::task::Waker::noop());
+            let mut cx = Context::from_waker(Waker::noop());
             tls.get_ref().0.poll_read_ready(&mut cx).is_pending()
         }
     }
@@ -899,7 +899,7 @@ impl Link {
     /// ready is done, and the socket's readiness is no longer tied to the
     /// last request's task.
     fn poll_idle(&mut self) {
-        let _ = self.poll(&mut Context::from_waker(std::task::Waker::noop()));
+        let _ = self.poll(&mut Context::from_waker(Waker::noop()));
     }
 
     /// Whether an inline connection has ended (as last polled).

@@ -42,6 +42,9 @@ pub(crate) struct ConnShared {
     pub(crate) idle_waker: atomic_waker::AtomicWaker,
     /// Requests received on this connection.
     pub(crate) requests: std::sync::atomic::AtomicU32,
+    /// The latest request came with a body: when the connection closes,
+    /// the client may still be sending it (see `client_io::linger`).
+    pub(crate) with_body: std::sync::atomic::AtomicBool,
 }
 
 impl ConnShared {

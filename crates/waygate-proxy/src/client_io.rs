@@ -16,16 +16,21 @@
 //! its write buffer, its state) is freed. The server then waits for the
 //! socket to become readable, holding only the socket, and serves it with a
 //! fresh hyper connection (see `server::serve_http1`).
+//!
+//! And it closes in stages when the client may still be sending a request
+//! body (see [`linger`]), as nginx's lingering close does: a close with
+//! unread bytes would reset the connection, and the reset can destroy the
+//! response before the client reads it.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
@@ -40,6 +45,20 @@ pub(crate) const PARK_AFTER: Duration = Duration::from_millis(250);
 
 /// Where a parked connection leaves its socket and its keep-alive deadline.
 pub(crate) type ParkSlot<S> = Arc<Mutex<Option<(S, Instant)>>>;
+
+/// A lingering close ends when the client has sent nothing for this long
+/// (nginx's `lingering_timeout`)...
+const LINGER_IDLE: Duration = Duration::from_secs(5);
+
+/// ...or after this long in all (nginx's `lingering_time`).
+const LINGER_MAX: Duration = Duration::from_secs(30);
+
+/// At most this many connections linger at once; past it, a connection
+/// closes at once (a reset, as before lingering existed).
+const LINGER_MAX_CONNS: usize = 4096;
+
+/// Connections lingering now.
+static LINGERING: AtomicUsize = AtomicUsize::new(0);
 
 /// Sent when a request head does not complete within client_header_timeout.
 const TIMEOUT_408: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\nproxy-status: waygate; error=http_request_error; details=\"client_header_timeout\"\r\n\r\n";
@@ -56,7 +75,7 @@ enum Phase {
 }
 
 #[derive(Debug)]
-pub(crate) struct ClientIo<S = TcpStream> {
+pub(crate) struct ClientIo<S: ClientStream = TcpStream> {
     /// Always `Some` until dropped (taken only by `Drop`, to park).
     stream: Option<S>,
     shared: Arc<ConnShared>,
@@ -212,9 +231,14 @@ impl<S: ClientStream> ClientIo<S> {
     }
 }
 
-impl<S> Drop for ClientIo<S> {
+impl<S: ClientStream> Drop for ClientIo<S> {
     fn drop(&mut self) {
         if !self.parking {
+            if self.shared.with_body.load(Ordering::Relaxed) {
+                if let Some(stream) = self.stream.take() {
+                    linger(stream);
+                }
+            }
             return;
         }
         if let (Some(slot), Some(stream)) = (self.park.as_ref(), self.stream.take()) {
@@ -222,6 +246,39 @@ impl<S> Drop for ClientIo<S> {
             *slot = Some((stream, self.keepalive_deadline));
         }
     }
+}
+
+/// Closes a connection whose latest request came with a body, in stages:
+/// a FIN after the response, then whatever the client still sends is read
+/// and dropped until it closes too, goes quiet for [`LINGER_IDLE`], or
+/// [`LINGER_MAX`] passes. Closed at once, a socket with unread bytes sends
+/// a reset, and the client's system may then discard the response before
+/// the client reads it; a client still uploading (answered early, by a 413
+/// or by an upstream that did not wait for the body) sees its upload fail.
+fn linger<S: ClientStream>(mut stream: S) {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    if LINGERING.fetch_add(1, Ordering::Relaxed) >= LINGER_MAX_CONNS {
+        LINGERING.fetch_sub(1, Ordering::Relaxed);
+        return;
+    }
+    rt.spawn(async move {
+        let end = Instant::now() + LINGER_MAX;
+        let drain = async {
+            stream.shutdown().await?;
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                let quiet = (Instant::now() + LINGER_IDLE).min(end);
+                match tokio::time::timeout_at(quiet, stream.read(&mut buf)).await {
+                    Ok(Ok(n)) if n > 0 => {}
+                    _ => return Ok::<_, io::Error>(()),
+                }
+            }
+        };
+        let _ = tokio::time::timeout_at(end, drain).await;
+        LINGERING.fetch_sub(1, Ordering::Relaxed);
+    });
 }
 
 impl<S: ClientStream> AsyncRead for ClientIo<S> {

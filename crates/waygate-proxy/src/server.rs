@@ -740,6 +740,10 @@ impl hyper::service::Service<Request<Incoming>> for GatewayService {
             .requests
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             + 1;
+        conn.shared.with_body.store(
+            !http_body::Body::is_end_stream(req.body()),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let last = served >= rt.listeners[li].max_requests_per_connection;
         // Not an `async` block around `handle`: its state would keep the
         // arguments beside `handle`'s own copy of them (about 1 KB more to

@@ -50,6 +50,9 @@ pub enum Behavior {
     InvalidChunkLater(Duration),
     /// Reads the request head, then never reads the body; closes after this long.
     IgnoreBody(Duration),
+    /// Answers 200 `ok` as soon as the request head is read, then reads and
+    /// discards the body, keep-alive (nginx's `return 200` on an upload).
+    AnswerEarly,
     /// Answers like `Hello` without announcing `Connection: close`, then
     /// closes the connection: a keep-alive connection the server drops.
     HelloThenClose(String),
@@ -230,6 +233,9 @@ async fn serve(
             tokio::time::sleep(*d).await;
             return Ok(());
         }
+        if let Behavior::AnswerEarly = &behavior {
+            write_response(&mut stream, 200, "OK", &[], b"ok\n").await?;
+        }
         req.body_len = read_body(&mut stream, &mut buf, &req).await?;
         if let Ok(mut s) = seen.lock() {
             s.push(req.clone());
@@ -296,6 +302,8 @@ async fn respond(stream: &mut TcpStream, behavior: &Behavior, req: &Seen) -> io:
             };
         }
         Behavior::IgnoreBody(_) => return Ok(false),
+        // Answered before the body was read.
+        Behavior::AnswerEarly => {}
         Behavior::Status(code) => {
             let body = format!("the application itself answered {code}\n");
             write_response(

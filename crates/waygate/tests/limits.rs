@@ -118,6 +118,101 @@ async fn oversize_body_is_413_up_front_and_while_streaming() {
     );
 }
 
+/// What a client uploading `len` body bytes after `head` (in 64 KiB writes,
+/// `pause` apart, then a FIN) saw: every byte the gateway sent until it
+/// closed, and the first write that failed.
+struct Upload {
+    response: common::RawResponse,
+    write_error: Option<std::io::Error>,
+    read_error: Option<std::io::Error>,
+}
+
+async fn upload(addr: std::net::SocketAddr, head: &str, len: usize, pause: Duration) -> Upload {
+    let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    let head = head.to_owned();
+    let writer = tokio::spawn(async move {
+        wr.write_all(head.as_bytes()).await?;
+        let chunk = vec![b'u'; 64 * 1024];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            wr.write_all(&chunk[..n]).await?;
+            left -= n;
+            tokio::time::sleep(pause).await;
+        }
+        wr.shutdown().await
+    });
+    let mut got = Vec::new();
+    let mut read_error = None;
+    let read = async {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => {
+                    read_error = Some(e);
+                    break;
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), read)
+        .await
+        .expect("the gateway closes within 20 s");
+    let write_error = tokio::time::timeout(Duration::from_secs(20), writer)
+        .await
+        .expect("the upload ends within 20 s")
+        .unwrap()
+        .err();
+    Upload {
+        response: common::parse_response(&got),
+        write_error,
+        read_error,
+    }
+}
+
+/// An upstream that answers before it reads the body (nginx's `return
+/// 200`) while the client is still sending for seconds: the client gets the
+/// answer and its upload is neither reset nor cut, even after the gateway
+/// stops forwarding the body (a returned connection gets 1 s to finish it).
+#[tokio::test]
+async fn an_upload_answered_early_by_the_upstream_is_not_reset() {
+    let early = Upstream::start(Behavior::AnswerEarly).await.unwrap();
+    let rest = format!(
+        "[upstream.app]\nservers = [\"{}\"]\n\n[[route]]\nupstream = \"app\"\n",
+        early.addr
+    );
+    let gw = common::TestGateway::start(&rest).await;
+    // 3 MiB over about 1.9 s.
+    let len = 48 * 64 * 1024;
+    let head = format!("POST /up HTTP/1.1\r\nhost: x\r\ncontent-length: {len}\r\n\r\n");
+    let u = upload(gw.addr, &head, len, Duration::from_millis(40)).await;
+    assert_eq!(
+        (u.response.status, u.response.text().as_str()),
+        (200, "ok\n")
+    );
+    assert!(u.write_error.is_none(), "upload cut: {:?}", u.write_error);
+    assert!(u.read_error.is_none(), "reset: {:?}", u.read_error);
+}
+
+/// The gateway's own early answer (413 from Content-Length) to a client
+/// that sends its body anyway: the client reads the 413 and is not reset
+/// while it finishes sending (the connection lingers, reading and
+/// discarding, as nginx's lingering close does).
+#[tokio::test]
+async fn a_413_to_a_client_still_sending_is_read_and_not_reset() {
+    let (gw, sink) = gateway("max_request_body_size = 100000\n").await;
+    let len = 16 * 64 * 1024;
+    let head = format!("POST / HTTP/1.1\r\nhost: x\r\ncontent-length: {len}\r\n\r\n");
+    let u = upload(gw.addr, &head, len, Duration::from_millis(20)).await;
+    assert_eq!(u.response.status, 413, "{}", u.response.text());
+    assert!(u.write_error.is_none(), "upload cut: {:?}", u.write_error);
+    assert!(u.read_error.is_none(), "reset: {:?}", u.read_error);
+    assert!(sink.seen().is_empty(), "nothing went upstream");
+}
+
 /// A regression found by fuzzing: a client that stalls inside what could
 /// be the HTTP/2 preface is answered and closed like any slow head.
 #[tokio::test]

@@ -8,6 +8,7 @@
 #   LOAD="-c 64 -m 10" bench/callgrind.sh   # h2c, 640 streams in flight
 #   FEATURES=1 bench/callgrind.sh           # access log, health checks, rate
 #                                           # limit, admin on (waygate-cmd.sh)
+#   KEEP=/tmp/cg bench/callgrind.sh         # the profile in that directory
 #   CACHE=1 bench/callgrind.sh              # also simulate the caches: data
 #                                           # misses per request, by function
 # Needs valgrind, nginx (the origin) and h2load (nghttp2-client). Loopback only.
@@ -21,7 +22,7 @@ N="${N:-10000}"
 LOAD="${LOAD:---h1 -c 8}"
 cache=()
 [[ "${CACHE:-0}" == 1 ]] && cache=(--cache-sim=yes --I1=32768,8,64 --D1=32768,8,64 --LL=1048576,8,64)
-W="$(mktemp -d /tmp/waygate-callgrind.XXXXXX)"
+W="${KEEP:-$(mktemp -d /tmp/waygate-callgrind.XXXXXX)}"; mkdir -p "$W"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT

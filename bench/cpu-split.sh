@@ -92,13 +92,13 @@ if [ -n "$BIN2" ]; then
 fi
 tck=$(getconf CLK_TCK)
 # One measurement: N requests through the proxy with pid $1 at url $2;
-# prints "req/s user_us sys_us" per request.
+# prints "req/s user_us sys_us minor_faults" per request.
 measure() {
-  local pid=$1 url=$2 u0 s0 u1 s1 rps
-  read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$pid/stat")
+  local pid=$1 url=$2 u0 s0 f0 u1 s1 f1 rps
+  read -r u0 s0 f0 < <(awk '{print $14, $15, $10}' "/proc/$pid/stat")
   rps=$(taskset -c 1 h2load "${load[@]}" -n "$N" "$url" | awk '/^finished/ {print $4}')
-  read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$pid/stat")
-  python3 -c "print($rps, ($u1-$u0)/$tck*1e6/$N, ($s1-$s0)/$tck*1e6/$N)"
+  read -r u1 s1 f1 < <(awk '{print $14, $15, $10}' "/proc/$pid/stat")
+  python3 -c "print($rps, ($u1-$u0)/$tck*1e6/$N, ($s1-$s0)/$tck*1e6/$N, ($f1-$f0)/$N)"
 }
 # Warm up both (connections pooled).
 taskset -c 1 h2load "${load[@]}" -n 20000 "$peer_url" >/dev/null
@@ -117,12 +117,12 @@ rows = [l.split() for l in open(sys.argv[1])]
 peer = sys.argv[2]
 targets = [peer, "waygate"] + (["waygate2"] if any(x[0] == "waygate2" for x in rows) else [])
 med = {}
-print(f"{'target':8} {'req/s':>8} {'user us/req':>12} {'sys us/req':>11} {'total':>7}  (medians of {len(rows)//len(targets)} rounds)")
+print(f"{'target':8} {'req/s':>8} {'user us/req':>12} {'sys us/req':>11} {'total':>7} {'faults/req':>10}  (medians of {len(rows)//len(targets)} rounds)")
 for t in targets:
     r = [list(map(float, x[1:])) for x in rows if x[0] == t]
     m = [statistics.median(c) for c in zip(*r)]
     med[t] = m
-    print(f"{t:8} {m[0]:8.0f} {m[1]:12.2f} {m[2]:11.2f} {m[1]+m[2]:7.2f}")
+    print(f"{t:8} {m[0]:8.0f} {m[1]:12.2f} {m[2]:11.2f} {m[1]+m[2]:7.2f} {m[3]:10.4f}")
 def ratio(a, b):
     w, p = med[a], med[b]
     print(f"{a}/{b}: user {w[1]/p[1]:.2f}x, sys {w[2]/p[2]:.2f}x, total {(w[1]+w[2])/(p[1]+p[2]):.2f}x")

@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
@@ -54,8 +54,10 @@ const LINGER_IDLE: Duration = Duration::from_secs(5);
 const LINGER_MAX: Duration = Duration::from_secs(30);
 
 /// At most this many connections linger at once; past it, a connection
-/// closes at once (a reset, as before lingering existed).
-const LINGER_MAX_CONNS: usize = 4096;
+/// closes at once. Lingering sockets no longer count against the
+/// connection limits, so this bounds what clients that keep trickling
+/// bytes after their answer can hold: a socket and a small task each.
+const LINGER_MAX_CONNS: usize = 1024;
 
 /// Connections lingering now.
 static LINGERING: AtomicUsize = AtomicUsize::new(0);
@@ -267,10 +269,9 @@ fn linger<S: ClientStream>(mut stream: S) {
         let end = Instant::now() + LINGER_MAX;
         let drain = async {
             stream.shutdown().await?;
-            let mut buf = vec![0u8; 16 * 1024];
             loop {
                 let quiet = (Instant::now() + LINGER_IDLE).min(end);
-                match tokio::time::timeout_at(quiet, stream.read(&mut buf)).await {
+                match tokio::time::timeout_at(quiet, discard(&mut stream)).await {
                     Ok(Ok(n)) if n > 0 => {}
                     _ => return Ok::<_, io::Error>(()),
                 }
@@ -279,6 +280,19 @@ fn linger<S: ClientStream>(mut stream: S) {
         let _ = tokio::time::timeout_at(end, drain).await;
         LINGERING.fetch_sub(1, Ordering::Relaxed);
     });
+}
+
+/// Reads what has arrived and drops it; the number of bytes (0 at the
+/// end). The buffer lives only during a poll: a lingering connection holds
+/// none while it waits.
+async fn discard<S: ClientStream>(stream: &mut S) -> io::Result<usize> {
+    std::future::poll_fn(|cx| {
+        let mut buf = [0u8; 8 * 1024];
+        let mut rb = ReadBuf::new(&mut buf);
+        std::task::ready!(Pin::new(&mut *stream).poll_read(cx, &mut rb))?;
+        Poll::Ready(Ok(rb.filled().len()))
+    })
+    .await
 }
 
 impl<S: ClientStream> AsyncRead for ClientIo<S> {

@@ -59,8 +59,13 @@ const LINGER_MAX: Duration = Duration::from_secs(30);
 /// bytes after their answer can hold: a socket and a small task each.
 const LINGER_MAX_CONNS: usize = 1024;
 
-/// Connections lingering now.
+/// Connections lingering now, in the whole process.
 static LINGERING: AtomicUsize = AtomicUsize::new(0);
+
+/// Client connections lingering now (`waygate_client_connections_lingering`).
+pub(crate) fn lingering() -> usize {
+    LINGERING.load(Ordering::Relaxed)
+}
 
 /// Sent when a request head does not complete within client_header_timeout.
 const TIMEOUT_408: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\nproxy-status: waygate; error=http_request_error; details=\"client_header_timeout\"\r\n\r\n";

@@ -483,6 +483,14 @@ impl Collector for GatewayCollector {
         )?;
         ConstGauge::new(m.parked_connections.load(Ordering::Relaxed)).encode(e)?;
 
+        let e = enc.encode_descriptor(
+            "waygate_client_connections_lingering",
+            "Client connections closing in stages: answered, the rest of the request body read and dropped",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(crate::client_io::lingering() as i64).encode(e)?;
+
         let mut e = enc.encode_descriptor(
             "waygate_connections_refused",
             "Client connections refused by a connection limit, by listener and reason",

@@ -203,14 +203,36 @@ async fn an_upload_answered_early_by_the_upstream_is_not_reset() {
 /// discarding, as nginx's lingering close does).
 #[tokio::test]
 async fn a_413_to_a_client_still_sending_is_read_and_not_reset() {
-    let (gw, sink) = gateway("max_request_body_size = 100000\n").await;
+    let sink = Upstream::start(Behavior::Sink).await.unwrap();
+    let rest = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n\n[upstream.app]\nservers = [\"{}\"]\n\n[[route]]\nupstream = \"app\"\n",
+        sink.addr
+    );
+    let gw = common::TestGateway::start_with("max_request_body_size = 100000\n", &rest).await;
     let len = 16 * 64 * 1024;
     let head = format!("POST / HTTP/1.1\r\nhost: x\r\ncontent-length: {len}\r\n\r\n");
+    // The gauge, watched while the client uploads for about 0.4 s.
+    let admin = gw.admin.unwrap();
+    let watch = tokio::spawn(async move {
+        let mut most = 0;
+        for _ in 0..40 {
+            let text = common::get(admin, "/metrics", &[]).await.text();
+            let v = text
+                .lines()
+                .find_map(|l| l.strip_prefix("waygate_client_connections_lingering "))
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                .expect("waygate_client_connections_lingering on /metrics");
+            most = most.max(v);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        most
+    });
     let u = upload(gw.addr, &head, len, Duration::from_millis(20)).await;
     assert_eq!(u.response.status, 413, "{}", u.response.text());
     assert!(u.write_error.is_none(), "upload cut: {:?}", u.write_error);
     assert!(u.read_error.is_none(), "reset: {:?}", u.read_error);
     assert!(sink.seen().is_empty(), "nothing went upstream");
+    assert!(watch.await.unwrap() >= 1, "counted as lingering");
 }
 
 /// A regression found by fuzzing: a client that stalls inside what could

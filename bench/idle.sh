@@ -4,6 +4,7 @@
 #   bench/idle.sh                 # N=10000, 3 rounds each, after `cargo build --release`
 #   N=2000 ROUNDS=1 bench/idle.sh
 #   IDLE_WAIT=6 bench/idle.sh     # measure after 6 s idle instead of 1 s
+#   WAYGATE_BIN=target/pgo/release/waygate bench/idle.sh   # another build
 # nginx runs like the shared rig's: 1 worker, upstream keepalive 256.
 # waygate runs bench/waygate-cmd.sh (1 worker thread, access log off).
 set -euo pipefail
@@ -16,7 +17,8 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill -- "-$p" 2>/dev/null || kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 command -v nginx >/dev/null || { echo "bench/idle.sh: needs nginx" >&2; exit 2; }
-[ -x "$root/target/release/waygate" ] || { echo "bench/idle.sh: run cargo build --release first" >&2; exit 2; }
+# waygate-cmd.sh runs WAYGATE_BIN if set (another build), else this one.
+[ -x "${WAYGATE_BIN:-$root/target/release/waygate}" ] || { echo "bench/idle.sh: run cargo build --release first" >&2; exit 2; }
 
 common="worker_processes 1; daemon off; master_process on; error_log $W/error.log;"
 http_common="access_log off; keepalive_requests 1000000; keepalive_timeout 300s;

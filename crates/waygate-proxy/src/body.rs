@@ -415,7 +415,7 @@ impl Drop for Finish {
         }
         let took = self.start.elapsed();
         self.rec.duration_ms = ms(took);
-        let log = self.rt.access_log.is_on();
+        let log = self.rt.access_log.is_enabled();
         if log || self.rec.cause.is_some() {
             // When the request started, by the wall clock: read only for a
             // record that is written or kept (one clock read less for every

@@ -454,12 +454,8 @@ impl AccessLog {
         }
     }
 
-    pub fn is_enabled(&self) -> bool {
-        self.inner.is_some()
-    }
-
     /// Whether records are written at all (`target = "off"` writes none).
-    pub fn is_on(&self) -> bool {
+    pub fn is_enabled(&self) -> bool {
         self.inner.is_some()
     }
 

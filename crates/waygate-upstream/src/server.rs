@@ -208,6 +208,18 @@ impl ServerState {
     }
 
     /// Starts counting a request in flight.
+    pub fn start(self: &Arc<Self>) -> InFlight {
+        self.start_at(tokio::time::Instant::now())
+    }
+
+    fn start_at(self: &Arc<Self>, now: tokio::time::Instant) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight {
+            server: self.clone(),
+            start: now,
+        }
+    }
+
     /// Like [`ServerState::start`], but only below `max` in flight: the
     /// check and the count are one atomic step, so two requests that both
     /// saw a free slot cannot both take it.
@@ -222,30 +234,18 @@ impl ServerState {
         max: Option<u32>,
         now: tokio::time::Instant,
     ) -> Option<InFlight> {
-        match max {
-            None => {
-                self.in_flight.fetch_add(1, Ordering::Relaxed);
-            }
-            Some(max) => {
-                self.in_flight
-                    .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
-                        (n < max).then_some(n + 1)
-                    })
-                    .ok()?;
-            }
-        }
+        let Some(max) = max else {
+            return Some(self.start_at(now));
+        };
+        self.in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
         Some(InFlight {
             server: self.clone(),
             start: now,
         })
-    }
-
-    pub fn start(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight {
-            server: self.clone(),
-            start: tokio::time::Instant::now(),
-        }
     }
 
     pub(crate) fn observe_latency(&self, rtt_us: f64, now: u64) {

@@ -13,14 +13,24 @@ use waygate_test_util::{Behavior, Upstream};
 
 /// A gateway whose listener has limits, in front of a body sink.
 async fn gateway(listener_extra: &str) -> (common::TestGateway, Upstream) {
-    let sink = Upstream::start(Behavior::Sink).await.unwrap();
+    gateway_before(Behavior::Sink, listener_extra, "").await
+}
+
+/// A gateway whose listener has limits, with `extra` config tables, in
+/// front of an upstream behaving as told.
+async fn gateway_before(
+    behavior: Behavior,
+    listener_extra: &str,
+    extra: &str,
+) -> (common::TestGateway, Upstream) {
+    let up = Upstream::start(behavior).await.unwrap();
     let rest = format!(
-        "[upstream.app]\nservers = [\"{}\"]\n\n[[route]]\nupstream = \"app\"\n",
-        sink.addr
+        "{extra}[upstream.app]\nservers = [\"{}\"]\n\n[[route]]\nupstream = \"app\"\n",
+        up.addr
     );
     (
         common::TestGateway::start_with(listener_extra, &rest).await,
-        sink,
+        up,
     )
 }
 
@@ -179,12 +189,7 @@ async fn upload(addr: std::net::SocketAddr, head: &str, len: usize, pause: Durat
 /// stops forwarding the body (a returned connection gets 1 s to finish it).
 #[tokio::test]
 async fn an_upload_answered_early_by_the_upstream_is_not_reset() {
-    let early = Upstream::start(Behavior::AnswerEarly).await.unwrap();
-    let rest = format!(
-        "[upstream.app]\nservers = [\"{}\"]\n\n[[route]]\nupstream = \"app\"\n",
-        early.addr
-    );
-    let gw = common::TestGateway::start(&rest).await;
+    let (gw, _early) = gateway_before(Behavior::AnswerEarly, "", "").await;
     // 3 MiB over about 1.9 s.
     let len = 48 * 64 * 1024;
     let head = format!("POST /up HTTP/1.1\r\nhost: x\r\ncontent-length: {len}\r\n\r\n");
@@ -203,12 +208,12 @@ async fn an_upload_answered_early_by_the_upstream_is_not_reset() {
 /// discarding, as nginx's lingering close does).
 #[tokio::test]
 async fn a_413_to_a_client_still_sending_is_read_and_not_reset() {
-    let sink = Upstream::start(Behavior::Sink).await.unwrap();
-    let rest = format!(
-        "[admin]\nlisten = \"127.0.0.1:0\"\n\n[upstream.app]\nservers = [\"{}\"]\n\n[[route]]\nupstream = \"app\"\n",
-        sink.addr
-    );
-    let gw = common::TestGateway::start_with("max_request_body_size = 100000\n", &rest).await;
+    let (gw, sink) = gateway_before(
+        Behavior::Sink,
+        "max_request_body_size = 100000\n",
+        "[admin]\nlisten = \"127.0.0.1:0\"\n\n",
+    )
+    .await;
     let len = 16 * 64 * 1024;
     let head = format!("POST / HTTP/1.1\r\nhost: x\r\ncontent-length: {len}\r\n\r\n");
     // The gauge, watched while the client uploads for about 0.4 s.
